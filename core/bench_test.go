@@ -1,0 +1,264 @@
+package core
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"slices"
+	"testing"
+	"time"
+)
+
+// benchPair opens a session over loopback TCP and returns both ends.
+func benchPair(b *testing.B, cfg Config) (client, server *Session, cleanup func()) {
+	b.Helper()
+	ln, err := Listen("127.0.0.1:0", cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, ln.Addr().String(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := ln.Accept(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c, s, func() {
+		c.Abort()
+		_ = ln.Close()
+		<-c.Done()
+	}
+}
+
+func benchOneWayFTSL(b *testing.B, size int) {
+	c, s, cleanup := benchPair(b, Config{})
+	defer cleanup()
+	msg := make([]byte, size)
+	ctx := context.Background()
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	done := make(chan error, 1)
+	b.ResetTimer()
+	go func() {
+		for i := 0; i < b.N; i++ {
+			if _, err := s.Recv(ctx); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Send(ctx, msg, AckNone); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+}
+
+func benchOneWayTCP(b *testing.B, size int) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	sc := <-accepted
+	defer sc.Close()
+	msg := make([]byte, size)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	done := make(chan error, 1)
+	b.ResetTimer()
+	go func() {
+		r := bufio.NewReaderSize(sc, 64<<10)
+		buf := make([]byte, size)
+		var hdr [4]byte
+		for i := 0; i < b.N; i++ {
+			if _, err := io.ReadFull(r, hdr[:]); err != nil {
+				done <- err
+				return
+			}
+			n := binary.BigEndian.Uint32(hdr[:])
+			if _, err := io.ReadFull(r, buf[:n]); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	w := bufio.NewWriterSize(cc, 64<<10)
+	var hdr [4]byte
+	for i := 0; i < b.N; i++ {
+		binary.BigEndian.PutUint32(hdr[:], uint32(size))
+		w.Write(hdr[:])
+		w.Write(msg)
+	}
+	w.Flush()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+}
+
+func BenchmarkOneWay(b *testing.B) {
+	for _, size := range []int{128, 16 << 10} {
+		b.Run("tcp/"+sizeName(size), func(b *testing.B) { benchOneWayTCP(b, size) })
+		b.Run("ftsl/"+sizeName(size), func(b *testing.B) { benchOneWayFTSL(b, size) })
+	}
+}
+
+// BenchmarkRoundTrip measures request-reply: a 128-byte request, a 128-byte reply, one at a
+// time. It reports the median and 99th percentile round trip beside the mean (ns/op).
+func BenchmarkRoundTrip(b *testing.B) {
+	b.Run("tcp", benchRoundTripTCP)
+	b.Run("ftsl", benchRoundTripFTSL)
+}
+
+func benchRoundTripFTSL(b *testing.B) {
+	c, s, cleanup := benchPair(b, Config{})
+	defer cleanup()
+	ctx := context.Background()
+	msg := make([]byte, 128)
+	go func() {
+		for {
+			m, err := s.Recv(ctx)
+			if err != nil {
+				return
+			}
+			if _, err := s.Send(ctx, m.Data, AckNone); err != nil {
+				return
+			}
+		}
+	}()
+	lat := newLatencies(b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if _, err := c.Send(ctx, msg, AckNone); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Recv(ctx); err != nil {
+			b.Fatal(err)
+		}
+		lat.add(time.Since(t0))
+	}
+	b.StopTimer()
+	lat.report(b)
+}
+
+func benchRoundTripTCP(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		r, w := bufio.NewReader(c), bufio.NewWriter(c)
+		buf := make([]byte, 64<<10)
+		var hdr [4]byte
+		for {
+			if _, err := io.ReadFull(r, hdr[:]); err != nil {
+				return
+			}
+			n := binary.BigEndian.Uint32(hdr[:])
+			if _, err := io.ReadFull(r, buf[:n]); err != nil {
+				return
+			}
+			w.Write(hdr[:])
+			w.Write(buf[:n])
+			if err := w.Flush(); err != nil {
+				return
+			}
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	r, w := bufio.NewReader(c), bufio.NewWriter(c)
+	msg := make([]byte, 128)
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], 128)
+	lat := newLatencies(b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		w.Write(hdr[:])
+		w.Write(msg)
+		if err := w.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(r, msg); err != nil {
+			b.Fatal(err)
+		}
+		lat.add(time.Since(t0))
+	}
+	b.StopTimer()
+	lat.report(b)
+}
+
+// latencies keeps per-operation durations to report percentiles.
+type latencies struct{ d []time.Duration }
+
+func newLatencies(n int) *latencies { return &latencies{d: make([]time.Duration, 0, n)} }
+
+func (l *latencies) add(d time.Duration) { l.d = append(l.d, d) }
+
+func (l *latencies) report(b *testing.B) {
+	if len(l.d) == 0 {
+		return
+	}
+	slices.Sort(l.d)
+	b.ReportMetric(float64(l.d[len(l.d)/2].Nanoseconds())/1e3, "p50-µs")
+	b.ReportMetric(float64(l.d[len(l.d)*99/100].Nanoseconds())/1e3, "p99-µs")
+}
+
+func sizeName(n int) string {
+	if n >= 1024 {
+		return itoa(n>>10) + "KiB"
+	}
+	return itoa(n) + "B"
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b [20]byte
+	i := len(b)
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[i:])
+}

@@ -1,0 +1,183 @@
+package core
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Config tunes a session. The zero value is ready to use: every zero field means the default
+// written beside it. Dial and Listen check the values and return an error for impossible ones.
+// Dial uses the client fields, Listen the server fields; both use the rest.
+type Config struct {
+	// SendBufferBytes bounds the sent buffer: messages accepted by Send and not yet acknowledged
+	// by the peer, counted with their 24-byte frame headers. Send blocks (TrySend fails) while a
+	// message does not fit. Default 4 MiB; at least one message of MaxMessageSize.
+	SendBufferBytes int
+
+	// ReceiveBufferBytes bounds the received buffer: messages received and not yet read by the
+	// application. It is the credit window the peer may fill, so a slow reader never stalls acks
+	// and heartbeats. Default 4 MiB; at least one message of MaxMessageSize; at most 1 GiB.
+	ReceiveBufferBytes int
+
+	// MaxMessageSize is the largest message this side sends or accepts. The peer's own limit
+	// also applies to what this side sends. Default 1 MiB.
+	MaxMessageSize int
+
+	// AckDelay is how long acknowledgements may wait for outgoing data to ride on before they
+	// are sent alone. Default 2 ms. Acks that free much buffer space go out at once.
+	AckDelay time.Duration
+
+	// HeartbeatInterval is how long the session may write nothing before it sends a PING.
+	// Default DeadPeerTimeout/3; it is also kept below a third of the peer's DeadPeerTimeout.
+	HeartbeatInterval time.Duration
+
+	// DeadPeerTimeout is how long a connection may carry nothing from the peer before it is
+	// declared dead and closed; the client then reconnects. Default 15 s.
+	DeadPeerTimeout time.Duration
+
+	// ResumeWindow is how long a session outlives its connection. The server forgets a detached
+	// session after it; the client gives up reconnecting after it. Default 60 s.
+	ResumeWindow time.Duration
+
+	// HandshakeTimeout bounds each handshake, TLS included. Default 10 s.
+	HandshakeTimeout time.Duration
+
+	// BackoffMin and BackoffMax bound the client's wait between reconnection attempts; the wait
+	// doubles from BackoffMin to BackoffMax and each one is jittered. The first attempt after a
+	// connection dies is made at once. Defaults 10 ms and 2 s.
+	BackoffMin, BackoffMax time.Duration
+
+	// MaxHandshakes bounds the handshakes a Listener runs at once; connections beyond it are
+	// closed at once. Default 256.
+	MaxHandshakes int
+
+	// AcceptBacklog bounds the new sessions waiting for Accept; while it is full, new sessions
+	// are refused as busy. Default 128.
+	AcceptBacklog int
+
+	// TLS, when set, wraps every connection in TLS: as a client with tls.Client (ServerName
+	// defaults to the host being dialled), as a server with tls.Server.
+	TLS *tls.Config
+
+	// Logger receives the session's log. The zero value logs nothing.
+	Logger zerolog.Logger
+
+	// Resolver tells the client where the server is now, before every connection attempt.
+	// Default: the address given to Dial, unchanged.
+	Resolver Resolver
+
+	// Dial opens the client's connections. Default: net.Dialer.DialContext. Tests use it to
+	// inject faulty connections.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Resolver maps the name a client dialled to the address where the server is now. It is how a
+// server moves: it rebinds its name, and clients ask again on every reconnection attempt.
+type Resolver interface {
+	Resolve(ctx context.Context, name string) (addr string, err error)
+}
+
+// ResolverFunc adapts a function to Resolver.
+type ResolverFunc func(ctx context.Context, name string) (string, error)
+
+// Resolve calls f.
+func (f ResolverFunc) Resolve(ctx context.Context, name string) (string, error) { return f(ctx, name) }
+
+type identityResolver struct{}
+
+func (identityResolver) Resolve(_ context.Context, name string) (string, error) { return name, nil }
+
+// Defaults, as documented on Config.
+const (
+	DefaultSendBufferBytes    = 4 << 20
+	DefaultReceiveBufferBytes = 4 << 20
+	DefaultMaxMessageSize     = 1 << 20
+	DefaultAckDelay           = 2 * time.Millisecond
+	DefaultDeadPeerTimeout    = 15 * time.Second
+	DefaultResumeWindow       = 60 * time.Second
+	DefaultHandshakeTimeout   = 10 * time.Second
+	DefaultBackoffMin         = 10 * time.Millisecond
+	DefaultBackoffMax         = 2 * time.Second
+	DefaultMaxHandshakes      = 256
+	DefaultAcceptBacklog      = 128
+
+	maxWindow = 1 << 30
+	minWindow = 1024
+	// maxPendingFailures bounds the FAIL reports a receiver keeps until the peer acknowledges
+	// them; a receiver holds back further messages that ask for processing while it is full.
+	maxPendingFailures = 64
+)
+
+// withDefaults returns c with every zero field set to its default, or an error naming the first
+// field that cannot work.
+func (c Config) withDefaults() (Config, error) {
+	setDefault(&c.SendBufferBytes, DefaultSendBufferBytes)
+	setDefault(&c.ReceiveBufferBytes, DefaultReceiveBufferBytes)
+	setDefault(&c.MaxMessageSize, DefaultMaxMessageSize)
+	setDefault(&c.AckDelay, DefaultAckDelay)
+	setDefault(&c.DeadPeerTimeout, DefaultDeadPeerTimeout)
+	setDefault(&c.HeartbeatInterval, c.DeadPeerTimeout/3)
+	setDefault(&c.ResumeWindow, DefaultResumeWindow)
+	setDefault(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	setDefault(&c.BackoffMin, DefaultBackoffMin)
+	setDefault(&c.BackoffMax, DefaultBackoffMax)
+	setDefault(&c.MaxHandshakes, DefaultMaxHandshakes)
+	setDefault(&c.AcceptBacklog, DefaultAcceptBacklog)
+	if c.Resolver == nil {
+		c.Resolver = identityResolver{}
+	}
+	if c.Dial == nil {
+		c.Dial = (&net.Dialer{}).DialContext
+	}
+	bad := func(format string, args ...any) (Config, error) {
+		return c, fmt.Errorf("ftsl/core: invalid Config: "+format, args...)
+	}
+	switch {
+	case c.SendBufferBytes < 0, c.ReceiveBufferBytes < 0, c.MaxMessageSize < 0, c.AckDelay < 0,
+		c.HeartbeatInterval < 0, c.DeadPeerTimeout < 0, c.ResumeWindow < 0, c.HandshakeTimeout < 0,
+		c.BackoffMin < 0, c.BackoffMax < 0, c.MaxHandshakes < 0, c.AcceptBacklog < 0:
+		return bad("negative value")
+	case c.MaxMessageSize > maxWindow/2:
+		return bad("MaxMessageSize %d is above %d", c.MaxMessageSize, maxWindow/2)
+	case c.ReceiveBufferBytes > maxWindow:
+		return bad("ReceiveBufferBytes %d is above %d", c.ReceiveBufferBytes, maxWindow)
+	case uint64(c.ReceiveBufferBytes) < messageCost(c.MaxMessageSize)+dataHdrLen:
+		return bad("ReceiveBufferBytes %d cannot hold a message of MaxMessageSize %d (needs %d)",
+			c.ReceiveBufferBytes, c.MaxMessageSize, messageCost(c.MaxMessageSize)+dataHdrLen)
+	case uint64(c.SendBufferBytes) < messageCost(c.MaxMessageSize)+dataHdrLen:
+		return bad("SendBufferBytes %d cannot hold a message of MaxMessageSize %d (needs %d)",
+			c.SendBufferBytes, c.MaxMessageSize, messageCost(c.MaxMessageSize)+dataHdrLen)
+	case c.DeadPeerTimeout < 10*time.Millisecond:
+		return bad("DeadPeerTimeout %v is below 10ms", c.DeadPeerTimeout)
+	case c.DeadPeerTimeout > time.Duration(1<<32-1)*time.Millisecond:
+		return bad("DeadPeerTimeout %v is too long", c.DeadPeerTimeout)
+	case c.HeartbeatInterval >= c.DeadPeerTimeout:
+		return bad("HeartbeatInterval %v must be below DeadPeerTimeout %v", c.HeartbeatInterval, c.DeadPeerTimeout)
+	case c.BackoffMax < c.BackoffMin:
+		return bad("BackoffMax %v is below BackoffMin %v", c.BackoffMax, c.BackoffMin)
+	}
+	return c, nil
+}
+
+func setDefault[T int | time.Duration](v *T, d T) {
+	if *v == 0 {
+		*v = d
+	}
+}
+
+// offer is what this side advertises in its handshake.
+func (c *Config) offer() hello {
+	return hello{
+		vmin:       minVersion,
+		vmax:       maxVersion,
+		maxMessage: uint32(c.MaxMessageSize),
+		window:     uint32(c.ReceiveBufferBytes),
+		deadPeerMs: uint32(c.DeadPeerTimeout / time.Millisecond),
+		sendBuffer: uint32(min(c.SendBufferBytes, 1<<32-1)),
+	}
+}

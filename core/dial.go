@@ -1,0 +1,114 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// Dial opens a new session with the server at addr. addr is also the name the client asks
+// cfg.Resolver about before each reconnection, so a server that moves can be found again.
+// Dial returns once the handshake completed; from then on the session reconnects by itself
+// whenever its connection breaks, until it is closed or lost.
+func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := newSession(cfg, true)
+	s.name = addr
+	c, w, err := s.connect(ctx, false)
+	if err != nil {
+		s.cancel()
+		return nil, fmt.Errorf("ftsl/core: dial %s: %w", addr, err)
+	}
+	s.id, s.token = w.sid, w.token
+	s.log = s.log.With().Uint64("session", s.id).Logger()
+	s.setPeer(w.version, w.params())
+	s.peerAck.credit = w.acks.credit
+	s.mu.Lock()
+	l := s.startLinkLocked(c, false)
+	// Confirm the session at once: the server hands it to Accept only when it hears from us.
+	s.sentAck = ackBlock{}
+	s.ackPending, s.ackUrgent = true, true
+	s.running++
+	s.mu.Unlock()
+	go s.supervise(l)
+	return s, nil
+}
+
+// supervise is the client's per-session goroutine: it is the writer of each link, and between
+// links it reconnects.
+func (s *Session) supervise(l *link) {
+	defer s.goroutineExited()
+	for l != nil {
+		s.writeLoop(l)
+		l.exited(func() { s.linkGone(l) })
+		<-l.done
+		l = s.reconnect()
+	}
+}
+
+// reconnect dials again, with backoff and jitter, until the server takes the resume, refuses it,
+// or ResumeWindow passes. It returns the new link, or nil once the session has ended.
+func (s *Session) reconnect() *link {
+	giveUp := time.Now().Add(s.cfg.ResumeWindow)
+	backoff := s.cfg.BackoffMin
+	var last error
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			// Full jitter in [backoff/2, backoff): clients cut off together do not return together.
+			d := backoff/2 + rand.N(backoff/2+1)
+			backoff = min(2*backoff, s.cfg.BackoffMax)
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-s.ended:
+				t.Stop()
+				return nil
+			}
+		}
+		if s.ctx.Err() != nil {
+			return nil
+		}
+		if time.Now().After(giveUp) {
+			s.mu.Lock()
+			s.endLocked(StateLost, fmt.Errorf("%w: no connection within ResumeWindow %v (last error: %v)",
+				ErrSessionLost, s.cfg.ResumeWindow, last), endDrop, "")
+			s.unlockNotify()
+			return nil
+		}
+		c, w, err := s.connect(s.ctx, true)
+		if err != nil {
+			last = err
+			var rej *RejectError
+			if errors.As(err, &rej) && (errors.Is(rej, ErrSessionLost) || errors.Is(rej, ErrSessionClosed)) {
+				s.mu.Lock()
+				s.endLocked(StateLost, fmt.Errorf("%w: %w", ErrSessionLost, err), endDrop, "")
+				s.unlockNotify()
+				return nil
+			}
+			s.log.Debug().Err(err).Int("attempt", attempt).Msg("reconnect failed")
+			continue
+		}
+		s.mu.Lock()
+		if s.state.ended() {
+			s.mu.Unlock()
+			_ = c.Close()
+			return nil
+		}
+		if err := s.resyncLocked(w.acks); err != nil {
+			s.endLocked(StateLost, err, endDrop, "")
+			s.unlockNotify()
+			_ = c.Close()
+			return nil
+		}
+		s.stats.Reconnects++
+		l := s.startLinkLocked(c, false)
+		s.unlockNotify()
+		s.log.Debug().Int("attempt", attempt).Msg("session resumed")
+		return l
+	}
+}

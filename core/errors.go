@@ -1,0 +1,101 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Check them with errors.Is: the errors a Session returns wrap them with detail.
+var (
+	// ErrMessageTooLarge is returned by Send when a message is larger than the peer accepts
+	// (the smaller of this side's and the peer's MaxMessageSize). Nothing was buffered: split the
+	// message, or raise MaxMessageSize on both sides.
+	ErrMessageTooLarge = errors.New("ftsl: message too large")
+
+	// ErrSessionClosed is returned by calls on a session that was closed or aborted, by either
+	// side. Start a new session to talk again.
+	ErrSessionClosed = errors.New("ftsl: session closed")
+
+	// ErrSessionLost means the session ended without a close: the server refused to resume it
+	// (it expired, or the server forgot it), or the client did not come back within ResumeWindow.
+	// Messages not yet acknowledged may not have arrived; start a new session.
+	ErrSessionLost = errors.New("ftsl: session lost")
+
+	// ErrBufferFull is returned by TrySend when the sent buffer has no room; Send would block.
+	ErrBufferFull = errors.New("ftsl: send buffer full")
+
+	// ErrProtocol means the peer broke the protocol (a malformed or unexpected frame); the
+	// error wraps the detail. The session is aborted.
+	ErrProtocol = errors.New("ftsl: protocol error")
+
+	// ErrUnknownSession means a resume named a session the server does not have, or gave the
+	// wrong token, or the session expired. The client sees it wrapped in ErrSessionLost.
+	ErrUnknownSession = errors.New("ftsl: unknown session")
+
+	// ErrNotHeld is returned by Settle for a message that is not the one the application holds.
+	ErrNotHeld = errors.New("ftsl: message not held")
+)
+
+// protocolError wraps ErrProtocol with what was wrong.
+func protocolError(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+}
+
+// RejectError is the server's refusal of a handshake, as the client sees it.
+type RejectError struct {
+	Code   RejectCode
+	Reason string
+}
+
+func (e *RejectError) Error() string {
+	if e.Reason == "" {
+		return fmt.Sprintf("ftsl: handshake rejected: %v", e.Code)
+	}
+	return fmt.Sprintf("ftsl: handshake rejected: %v: %s", e.Code, e.Reason)
+}
+
+// Is lets errors.Is match a rejection against the sentinel that says what to do about it.
+func (e *RejectError) Is(target error) bool {
+	switch e.Code {
+	case RejectUnknownSession:
+		return target == ErrUnknownSession || target == ErrSessionLost
+	case RejectMismatch:
+		return target == ErrSessionLost
+	case RejectClosed:
+		return target == ErrSessionClosed
+	case RejectMalformed:
+		return target == ErrProtocol
+	}
+	return false
+}
+
+// RejectCode says why a server refused a handshake.
+type RejectCode uint16
+
+// Reject codes, as carried by a REJECT frame.
+const (
+	RejectVersion        RejectCode = 1 // no protocol version in common
+	RejectUnknownSession RejectCode = 2 // unknown session, wrong token, or expired
+	RejectBusy           RejectCode = 3 // too many sessions or handshakes; retry later
+	RejectMalformed      RejectCode = 4 // the handshake frame was malformed
+	RejectMismatch       RejectCode = 5 // the two sides' states cannot be reconciled
+	RejectClosed         RejectCode = 6 // the listener is closing
+)
+
+func (c RejectCode) String() string {
+	switch c {
+	case RejectVersion:
+		return "no common protocol version"
+	case RejectUnknownSession:
+		return "unknown or expired session"
+	case RejectBusy:
+		return "server busy"
+	case RejectMalformed:
+		return "malformed handshake"
+	case RejectMismatch:
+		return "session state mismatch"
+	case RejectClosed:
+		return "listener closing"
+	}
+	return fmt.Sprintf("reject code %d", uint16(c))
+}

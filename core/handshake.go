@@ -1,0 +1,425 @@
+package core
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// handshakeBuf is big enough for any handshake frame, header included.
+type handshakeBuf [headerLen + 4 + maxReasonLen]byte
+
+// readHandshakeFrame reads exactly one frame of one of the allowed types: no byte past it, so
+// whatever the peer sends next is left for the reader.
+func readHandshakeFrame(c net.Conn, buf *handshakeBuf, allowed ...frameType) (header, []byte, error) {
+	if _, err := io.ReadFull(c, buf[:headerLen]); err != nil {
+		return header{}, nil, err
+	}
+	h, err := parseHeader(buf[:headerLen])
+	if err != nil {
+		return h, nil, err
+	}
+	ok := false
+	for _, t := range allowed {
+		ok = ok || h.typ == t
+	}
+	if !ok {
+		return h, nil, protocolError("%v frame during the handshake", h.typ)
+	}
+	body := buf[headerLen : headerLen+int(h.length)]
+	if _, err := io.ReadFull(c, body); err != nil {
+		return h, nil, err
+	}
+	return h, body, nil
+}
+
+func writeAll(c net.Conn, b []byte) error {
+	_, err := c.Write(b)
+	return err
+}
+
+// connect dials the server (asking the Resolver where it is), runs TLS if configured, and sends
+// HELLO, or RESUME if the session already has an ID. It returns the connection and the server's
+// WELCOME, with no deadline left on the connection.
+func (s *Session) connect(ctx context.Context, resuming bool) (net.Conn, welcome, error) {
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
+	defer cancel()
+	addr, err := s.cfg.Resolver.Resolve(hctx, s.name)
+	if err != nil {
+		return nil, welcome{}, fmt.Errorf("ftsl/core: resolving %q: %w", s.name, err)
+	}
+	c, err := s.cfg.Dial(hctx, "tcp", addr)
+	if err != nil {
+		return nil, welcome{}, err
+	}
+	w, err := s.clientHandshake(hctx, c, addr, resuming)
+	if err != nil {
+		_ = c.Close()
+		return nil, welcome{}, err
+	}
+	return w.conn, w.welcome, nil
+}
+
+type clientResult struct {
+	conn net.Conn
+	welcome
+}
+
+func (s *Session) clientHandshake(ctx context.Context, c net.Conn, addr string, resuming bool) (clientResult, error) {
+	deadline, _ := ctx.Deadline()
+	_ = c.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) }) // cancel unblocks I/O
+	defer stop()
+	if s.cfg.TLS != nil {
+		cfg := s.cfg.TLS
+		if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+			cfg = cfg.Clone()
+			if host, _, err := net.SplitHostPort(addr); err == nil {
+				cfg.ServerName = host
+			}
+		}
+		tc := tls.Client(c, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return clientResult{}, fmt.Errorf("ftsl/core: TLS handshake: %w", err)
+		}
+		c = tc
+	}
+	var buf handshakeBuf
+	var frame []byte
+	if resuming {
+		s.mu.Lock()
+		s.failWritten = 0 // the new link has seen no FAIL yet, so pMID must wait for them
+		ab := s.ackLocked()
+		s.sentAck, s.sentAckCost = ab, s.recvCost
+		r := resume{hello: s.cfg.offer(), sid: s.id, token: s.token, acks: ab}
+		s.mu.Unlock()
+		header{typ: frameResume, length: resumeLen}.put(buf[:])
+		r.put(buf[headerLen:])
+		frame = buf[:headerLen+resumeLen]
+	} else {
+		header{typ: frameHello, length: helloLen}.put(buf[:])
+		s.cfg.offer().put(buf[headerLen:])
+		frame = buf[:headerLen+helloLen]
+	}
+	if err := writeAll(c, frame); err != nil {
+		return clientResult{}, err
+	}
+	h, body, err := readHandshakeFrame(c, &buf, frameWelcome, frameReject)
+	if err != nil {
+		return clientResult{}, err
+	}
+	if h.typ == frameReject {
+		code, reason, err := parseCodeReason(h.typ, body)
+		if err != nil {
+			return clientResult{}, err
+		}
+		return clientResult{}, &RejectError{Code: RejectCode(code), Reason: reason}
+	}
+	w, err := parseWelcome(body)
+	if err != nil {
+		return clientResult{}, err
+	}
+	if w.version < minVersion || w.version > maxVersion {
+		return clientResult{}, protocolError("WELCOME: version %d, offered [%d, %d]", w.version, minVersion, maxVersion)
+	}
+	if resuming && (w.sid != s.id || w.token != [tokenLen]byte{}) {
+		return clientResult{}, protocolError("WELCOME: resumed session %d, asked for %d", w.sid, s.id)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return clientResult{conn: c, welcome: w}, nil
+}
+
+// resyncLocked reconciles the send side with what the peer says it received, after a
+// connection broke: acknowledged frames are dropped, the rest is queued again marked as resent.
+func (s *Session) resyncLocked(peer ackBlock) error {
+	if peer.rPID+1 < s.sHeadPID || peer.rPID >= s.nextPID {
+		return fmt.Errorf("%w: the peer received packets up to %d; this side kept %d to %d",
+			ErrSessionLost, peer.rPID, s.sHeadPID, s.nextPID-1)
+	}
+	s.sentOff = s.highOff // the previous link's writer has returned
+	if err := s.takeAcksLocked(peer); err != nil {
+		return err
+	}
+	s.writeOff = s.sHead
+	pid := s.sHeadPID
+	for off := s.sHead; off < s.highOff && off < s.sTail; pid++ {
+		var hdr [headerLen]byte
+		s.sbuf.get(off, hdr[:])
+		hdr[1] |= flagResent
+		s.sbuf.put(off, hdr[:2])
+		off += headerLen + uint64(binary.BigEndian.Uint32(hdr[4:8]))
+		s.stats.FramesResent++
+	}
+	return nil
+}
+
+// startLinkLocked makes c the session's connection and starts its reader, and its writer unless
+// the caller (the client's supervisor) runs the writer itself.
+func (s *Session) startLinkLocked(c net.Conn, ownWriter bool) *link {
+	s.gen++
+	l := newLink(c, s.gen)
+	s.link = l
+	s.rd.restart()
+	s.rd.credit = s.releasedCost + s.peer.window
+	s.rd.head = s.rHead
+	s.writerIdle = false
+	s.lastWrite = time.Now()
+	s.closeSent = false
+	s.pongPending = false
+	s.ackDue, s.ackUrgent = time.Time{}, false
+	if s.expiry != nil {
+		s.expiry.Stop()
+		s.expiry = nil
+	}
+	if s.state == StateDisconnected {
+		s.setStateLocked(StateConnected, nil)
+	}
+	s.running++
+	go s.readLoop(l)
+	if ownWriter {
+		s.running++
+		go func() {
+			defer s.goroutineExited()
+			s.writeLoop(l)
+			l.exited(func() { s.linkGone(l) })
+		}()
+	}
+	return l
+}
+
+// serverHandshake runs the server's side of a handshake on a fresh connection. It returns once the
+// connection carries a session, or was refused.
+func (ln *Listener) serverHandshake(c net.Conn) {
+	deadline := time.Now().Add(ln.cfg.HandshakeTimeout)
+	_ = c.SetDeadline(deadline)
+	if ln.cfg.TLS != nil {
+		tc := tls.Server(c, ln.cfg.TLS)
+		ctx, cancel := context.WithDeadline(ln.ctx, deadline)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			ln.log.Debug().Err(err).Str("remote", c.RemoteAddr().String()).Msg("TLS handshake failed")
+			_ = c.Close()
+			return
+		}
+		c = tc
+	}
+	var buf handshakeBuf
+	h, body, err := readHandshakeFrame(c, &buf, frameHello, frameResume)
+	if err != nil {
+		ln.log.Debug().Err(err).Str("remote", c.RemoteAddr().String()).Msg("handshake failed")
+		if errors.Is(err, ErrProtocol) {
+			refuse(c, RejectMalformed, err.Error())
+		}
+		_ = c.Close()
+		return
+	}
+	if h.typ == frameHello {
+		ln.openSession(c, body, deadline)
+	} else {
+		ln.resumeSession(c, body, deadline)
+	}
+}
+
+// refuse sends REJECT, best effort: the connection is closed next anyway.
+func refuse(c net.Conn, code RejectCode, reason string) {
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = writeAll(c, appendCodeReason(nil, frameReject, uint16(code), reason))
+}
+
+// negotiate picks the protocol version for a client offering h.
+func negotiate(h hello) (uint8, bool) {
+	v := min(uint8(maxVersion), h.vmax)
+	return v, v >= max(uint8(minVersion), h.vmin)
+}
+
+func (ln *Listener) openSession(c net.Conn, body []byte, deadline time.Time) {
+	h, err := parseHello(body)
+	if err != nil {
+		refuse(c, RejectMalformed, err.Error())
+		_ = c.Close()
+		return
+	}
+	v, ok := negotiate(h)
+	if !ok {
+		refuse(c, RejectVersion, fmt.Sprintf("this server speaks versions [%d, %d]", minVersion, maxVersion))
+		_ = c.Close()
+		return
+	}
+	if len(ln.accept) == cap(ln.accept) {
+		refuse(c, RejectBusy, "too many sessions waiting to be accepted")
+		_ = c.Close()
+		return
+	}
+	s := newSession(ln.cfg, false)
+	s.lis = ln
+	s.token = newToken()
+	s.setPeer(v, h)
+	s.peerAck.credit = uint64(h.window)
+	if !ln.register(s) {
+		refuse(c, RejectClosed, "the listener is closing")
+		_ = c.Close()
+		return
+	}
+	s.log = s.log.With().Uint64("session", s.id).Logger()
+	w := welcome{version: v, sid: s.id, token: s.token, acks: ackBlock{credit: s.peer.window}}
+	off := ln.cfg.offer()
+	w.maxMessage, w.window, w.deadPeerMs, w.sendBuffer = off.maxMessage, off.window, off.deadPeerMs, off.sendBuffer
+	s.sentAck = w.acks
+	var buf handshakeBuf
+	header{typ: frameWelcome, length: welcomeLen}.put(buf[:])
+	w.put(buf[headerLen:])
+	if err := writeAll(c, buf[:headerLen+welcomeLen]); err != nil {
+		_ = c.Close()
+		s.mu.Lock()
+		s.endLocked(StateLost, fmt.Errorf("%w: WELCOME not sent: %v", ErrSessionLost, err), endDrop, "")
+		s.unlockNotify()
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	confirmed := make(chan struct{})
+	s.mu.Lock()
+	s.unconfirmed = confirmed
+	s.startLinkLocked(c, true)
+	s.mu.Unlock()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	// A client whose connection broke before WELCOME reached it has no session: drop it now
+	// rather than hand the application a session that will only expire.
+	select {
+	case <-confirmed:
+	case <-s.ended:
+		return
+	case <-t.C:
+		s.abort(abortListener, "the client did not confirm the session in time")
+		return
+	case <-ln.ctx.Done():
+		s.abort(abortListener, "listener closed")
+		return
+	}
+	s.log.Debug().Msg("new session")
+	select {
+	case ln.accept <- s:
+	case <-t.C:
+		s.abort(abortListener, "not accepted in time")
+	case <-ln.ctx.Done():
+		s.abort(abortListener, "listener closed")
+	}
+}
+
+func (ln *Listener) resumeSession(c net.Conn, body []byte, deadline time.Time) {
+	r, err := parseResume(body)
+	if err != nil {
+		refuse(c, RejectMalformed, err.Error())
+		_ = c.Close()
+		return
+	}
+	s := ln.lookup(r.sid)
+	if s == nil || subtle.ConstantTimeCompare(s.token[:], r.token[:]) != 1 {
+		// One answer for unknown, expired and forged: a guess learns nothing.
+		refuse(c, RejectUnknownSession, "no such session (unknown, expired, or wrong token)")
+		_ = c.Close()
+		return
+	}
+	if err := s.resumeOn(c, r, deadline); err != nil {
+		s.log.Debug().Err(err).Msg("resume refused")
+		_ = c.Close()
+	}
+}
+
+// resumeOn moves the server session s to connection c, which presented RESUME r.
+func (s *Session) resumeOn(c net.Conn, r resume, deadline time.Time) error {
+	// One resume at a time per session; a second one waits its turn, within its deadline.
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case s.resumeSem <- struct{}{}:
+	case <-t.C:
+		refuse(c, RejectBusy, "another resume of this session is under way")
+		return errors.New("resume: timed out waiting for another resume")
+	}
+	defer func() { <-s.resumeSem }()
+
+	s.mu.Lock()
+	if s.state.ended() {
+		s.mu.Unlock()
+		refuse(c, RejectUnknownSession, "the session has ended")
+		return ErrUnknownSession
+	}
+	old := s.link
+	if old != nil {
+		old.fail(errLinkReplaced) // the client saw it die before we did
+	}
+	if s.expiry != nil {
+		s.expiry.Stop()
+		s.expiry = nil
+	}
+	s.resumeBusy = true // no expiry while we work; rearmExpiry undoes it if we fail
+	s.mu.Unlock()
+	if old != nil {
+		select {
+		case <-old.done:
+		case <-t.C:
+			refuse(c, RejectBusy, "the previous connection is still closing")
+			s.rearmExpiry()
+			return errors.New("resume: previous connection did not close in time")
+		}
+	}
+
+	s.mu.Lock()
+	if s.state.ended() {
+		s.mu.Unlock()
+		refuse(c, RejectUnknownSession, "the session has ended")
+		return ErrUnknownSession
+	}
+	if err := s.resyncLocked(r.acks); err != nil {
+		s.resumeBusy = false
+		s.endLocked(StateLost, err, endDrop, "")
+		s.unlockNotify()
+		refuse(c, RejectMismatch, err.Error())
+		return err
+	}
+	s.failWritten = 0
+	ab := s.ackLocked()
+	s.sentAck, s.sentAckCost = ab, s.recvCost
+	w := welcome{version: s.peer.version, sid: s.id, acks: ab}
+	off := s.cfg.offer()
+	w.maxMessage, w.window, w.deadPeerMs, w.sendBuffer = off.maxMessage, off.window, off.deadPeerMs, off.sendBuffer
+	s.unlockNotify()
+
+	var buf handshakeBuf
+	header{typ: frameWelcome, length: welcomeLen}.put(buf[:])
+	w.put(buf[headerLen:])
+	if err := writeAll(c, buf[:headerLen+welcomeLen]); err != nil {
+		s.rearmExpiry()
+		return err
+	}
+	_ = c.SetDeadline(time.Time{})
+	s.mu.Lock()
+	defer s.unlockNotify()
+	s.resumeBusy = false
+	if s.state.ended() {
+		return ErrSessionClosed
+	}
+	s.stats.Reconnects++
+	s.startLinkLocked(c, true)
+	s.log.Debug().Msg("session resumed")
+	return nil
+}
+
+// rearmExpiry restarts the resume window of a server session left without a connection.
+func (s *Session) rearmExpiry() {
+	s.mu.Lock()
+	s.resumeBusy = false
+	if s.link == nil && !s.state.ended() {
+		gen := s.gen
+		s.expiry = time.AfterFunc(s.cfg.ResumeWindow, func() { s.expire(gen) })
+	}
+	s.mu.Unlock()
+}

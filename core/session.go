@@ -1,0 +1,855 @@
+package core
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// State is where a session is in its life.
+type State int32
+
+// Session states.
+const (
+	// StateConnected: a connection is up and carrying the session.
+	StateConnected State = iota + 1
+	// StateDisconnected: the connection died. A client is reconnecting; a server waits for the
+	// client to resume, for at most ResumeWindow. Send still buffers.
+	StateDisconnected
+	// StateClosing: Close was called on either side; no new messages are accepted.
+	StateClosing
+	// StateClosed: the session ended by Close or Abort, on either side.
+	StateClosed
+	// StateLost: the session ended because it could not be resumed.
+	StateLost
+)
+
+func (s State) String() string {
+	switch s {
+	case StateConnected:
+		return "connected"
+	case StateDisconnected:
+		return "disconnected"
+	case StateClosing:
+		return "closing"
+	case StateClosed:
+		return "closed"
+	case StateLost:
+		return "lost"
+	}
+	return fmt.Sprintf("State(%d)", int32(s))
+}
+
+func (s State) ended() bool { return s == StateClosed || s == StateLost }
+
+// Message is one whole message received by Recv.
+type Message struct {
+	// ID is the message ID (MID): 1 for the first message the peer sent, then 2, 3...
+	ID uint64
+	// Data is the message. It stays valid until the next call to Recv on the session; copy it
+	// to keep it longer.
+	Data []byte
+	// Level is the acknowledgement the sender asked for. For AckProcessed, call Settle.
+	Level AckLevel
+	// Resent reports that part of the message was sent again after a connection broke. The
+	// message is still delivered exactly once; this is for diagnostics.
+	Resent bool
+}
+
+// Progress is how far the peer has got with the messages this side sent. Every field is a
+// message ID and only grows: all messages up to it reached that stage.
+type Progress struct {
+	// Acked: the peer's session layer has every packet of these messages; they left the sent buffer.
+	Acked uint64
+	// Delivered: the peer application was handed these messages (dMID).
+	Delivered uint64
+	// Processed: the peer application settled these messages (pMID): confirmed, or failed (and
+	// then Observer.Failed was called first), or they did not ask for AckProcessed.
+	Processed uint64
+}
+
+// Observer hears what becomes of a session's sent messages, and of the session. The layers
+// above core (oneway, pubsub) implement it. Calls for one session come one at a time, in the
+// order things happened, from the session's own goroutines or from the goroutine that changed
+// its state; they must return quickly and must not call Send.
+type Observer interface {
+	// Progress reports that the peer's progress moved.
+	Progress(p Progress)
+	// Failed reports that the peer application failed message mid for good. It comes before
+	// the Progress whose Processed covers mid, exactly once, even across connection crashes.
+	Failed(mid uint64, reason string)
+	// StateChanged reports a new state; err says why a session ended (nil after a clean Close).
+	StateChanged(st State, err error)
+}
+
+// Stats are a session's counters.
+type Stats struct {
+	MessagesSent, MessagesReceived uint64 // whole messages, accepted by Send / returned by Recv
+	BytesSent, BytesReceived       uint64 // message bytes, headers excluded
+	FramesResent                   uint64 // DATA frames sent again after a connection broke
+	Reconnects                     uint64 // connections after the first one
+	SendBuffered, RecvBuffered     int    // bytes in the sent and received buffers now
+	RTT                            time.Duration
+}
+
+// Session is one end of an FTSL session: a message stream each way that outlives any number
+// of TCP connections. Get one from Dial (client) or Listener.Accept (server); once connected
+// both ends are the same. All methods are safe for concurrent use.
+type Session struct {
+	cfg    Config
+	log    zerolog.Logger
+	client bool
+	name   string    // client: the address given to Dial, asked of the Resolver
+	lis    *Listener // server: the listener that owns it
+	id     uint64
+	token  [tokenLen]byte
+
+	kick     chan struct{} // wakes the writer; capacity 1
+	timer    *time.Timer   // the writer's alarm: delayed acks and heartbeats; reset under mu
+	recvKick chan struct{} // wakes a Recv waiting for a message; capacity 1
+	ended    chan struct{} // closed when the state becomes Closed or Lost
+	done     chan struct{} // closed once ended and every goroutine of the session returned
+	ctx      context.Context
+	cancel   context.CancelFunc // cancels ctx when the session ends: stops reconnect attempts
+	// resumeSem lets one resume at a time work on a server session.
+	resumeSem chan struct{}
+
+	// rd is the receive state that the reader goroutine of the current link owns. Nothing else
+	// touches it while a reader runs; between links, the handshake code does, holding mu.
+	rd readState
+
+	mu sync.Mutex
+	// Everything below is guarded by mu.
+
+	state   State
+	err     error    // why the session ended
+	obs     Observer // nil: notes are dropped
+	peer    peerParams
+	link    *link // the current connection; nil while disconnected
+	gen     uint64
+	running int // goroutines of this session that have not returned
+	expiry  *time.Timer
+	// resumeBusy: a resume is moving the session to a new connection; it must not expire.
+	resumeBusy bool
+	// unconfirmed, on a new server session, is closed when the first frame from the client
+	// arrives: proof that the client got WELCOME. Accept hands out only confirmed sessions.
+	unconfirmed chan struct{}
+
+	// Send side. sbuf holds the DATA frames not yet acknowledged, exactly as they go on the
+	// wire without ack block; offsets in it are credit cost offsets.
+	sbuf       ring
+	sHead      uint64 // offset of the oldest frame kept
+	sTail      uint64 // end of the last frame appended
+	sHeadPID   uint64 // PID of the frame at sHead
+	nextPID    uint64
+	nextMID    uint64
+	writeOff   uint64 // next byte the writer sends on the current link
+	sentOff    uint64 // the writer is done with every byte below: its Write returned
+	highOff    uint64 // end of everything ever handed to a Write: frames below it are resends
+	peerAck    ackBlock
+	ackedMID   uint64
+	streamOpen bool // a MessageWriter is appending; other messages wait
+	waiters    []*sendWaiter
+
+	// Receive side. rbuf holds records (a 24-byte record header, then the message) from rHead
+	// to the reader's tail; [rHead, rDone) are complete.
+	rbuf         ring
+	rHead        uint64
+	rDone        uint64
+	rPID         uint64 // published copies of the reader's counters
+	recvCost     uint64
+	releasedCost uint64 // cost of every record released; the credit we grant is this + window
+	dMID, pMID   uint64
+	held         heldMessage
+	discard      bool // aborted: buffered messages are dropped
+	recvWaiting  int
+	scratch      []byte // Data of a record that wraps the ring's end
+	fails        []failReport
+	failWritten  int // how many of fails were written on the current link
+	nextFSeq     uint64
+	peerFSeq     uint64 // last FAIL sequence applied from the peer
+
+	// Writer bookkeeping.
+	writerIdle   bool
+	sentAck      ackBlock // the last ack block written on the current link
+	sentAckCost  uint64   // recvCost when it was written
+	ackPending   bool     // ack state moved since sentAck
+	ackUrgent    bool     // ...and should go now
+	ackDue       time.Time
+	lastWrite    time.Time
+	pongPending  bool
+	pongValue    uint64
+	pingSent     time.Time
+	closeLocal   bool // Close was called here
+	closeSent    bool // CLOSE written on the current link
+	peerClosing  bool // CLOSE received
+	abortPending bool // write ABORT, then drop the link
+	abortCode    uint16
+	abortReason  string
+
+	notes     []note
+	spare     []note
+	notifying bool
+
+	stats Stats
+}
+
+// peerParams is what the handshake settled.
+type peerParams struct {
+	version    uint8
+	maxMessage int           // largest message this side may send
+	window     uint64        // credit this side grants
+	heartbeat  time.Duration // write something at least this often
+	deadPeer   time.Duration // declare the link dead after this much silence
+	ackBytes   uint64        // ack at once when this much arrived since the last ack
+}
+
+// heldMessage is the message the application got from Recv last.
+type heldMessage struct {
+	active  bool
+	settled bool
+	level   AckLevel
+	mid     uint64
+	end     uint64 // rbuf offset just past the record
+	cost    uint64
+}
+
+type sendWaiter struct {
+	ch     chan struct{}
+	need   uint64
+	stream bool // the open MessageWriter, which goes first
+}
+
+type noteKind uint8
+
+const (
+	noteProgress noteKind = iota
+	noteFailed
+	noteState
+)
+
+type note struct {
+	kind   noteKind
+	p      Progress
+	mid    uint64
+	reason string
+	state  State
+	err    error
+}
+
+// Record header in rbuf: payload length u32, cost u32, MID u64, flags u8, 7 bytes zero.
+const (
+	recHdrLen       = 24
+	recCancelled    = 0x80 // the sender cancelled the message: skip it
+	recResent       = flagResent
+	abortGrace      = 200 * time.Millisecond
+	ackUrgentFactor = 4 // acks that free a quarter of a window go at once
+)
+
+func newSession(cfg Config, client bool) *Session {
+	s := &Session{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		client:    client,
+		kick:      make(chan struct{}, 1),
+		recvKick:  make(chan struct{}, 1),
+		resumeSem: make(chan struct{}, 1),
+		ended:     make(chan struct{}),
+		done:      make(chan struct{}),
+		nextPID:   1,
+		nextMID:   1,
+		sHeadPID:  1,
+		nextFSeq:  1,
+		state:     StateConnected,
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.timer = time.NewTimer(time.Hour)
+	s.timer.Stop()
+	return s
+}
+
+// setPeer applies what the handshake settled. Called with mu held, or before the session is shared.
+func (s *Session) setPeer(version uint8, h hello) {
+	s.peer = peerParams{
+		version:    version,
+		maxMessage: min(s.cfg.MaxMessageSize, int(h.maxMessage)),
+		window:     uint64(s.cfg.ReceiveBufferBytes),
+		deadPeer:   s.cfg.DeadPeerTimeout,
+		heartbeat:  min(s.cfg.HeartbeatInterval, time.Duration(h.deadPeerMs)*time.Millisecond/3),
+		// A quarter of what the peer can have in flight: it never waits on a delayed ack.
+		ackBytes: min(uint64(s.cfg.ReceiveBufferBytes), uint64(h.sendBuffer)) / ackUrgentFactor,
+	}
+}
+
+// ID is the session ID the server gave the session: the same on both ends, for its whole life.
+func (s *Session) ID() uint64 { return s.id }
+
+// State reports the session's state now.
+func (s *Session) State() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+// Err reports why the session ended: nil while it lives and after a clean Close, an error
+// matching ErrSessionClosed or ErrSessionLost otherwise.
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == StateClosed && s.closeLocal && errors.Is(s.err, errClosedCleanly) {
+		return nil
+	}
+	return s.err
+}
+
+// Done is closed when the session has ended and all its goroutines have returned.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Stats returns the session's counters.
+func (s *Session) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.SendBuffered = int(s.sTail - s.sHead)
+	st.RecvBuffered = int(s.rDone - s.rHead)
+	return st
+}
+
+// Observe sets the observer that hears of the session's progress and state. Set it before the
+// first Send, so no progress is missed; a session reports no progress on messages it did not send.
+func (s *Session) Observe(o Observer) {
+	s.mu.Lock()
+	s.obs = o
+	s.mu.Unlock()
+}
+
+// Send queues msg as one message, asking the peer for acknowledgement level. It returns the
+// message ID once msg is copied into the sent buffer; msg may be reused at once. It blocks while
+// the buffer is full, until ctx ends. Messages longer than MaxFramePayload are sent in chunks.
+func (s *Session) Send(ctx context.Context, msg []byte, level AckLevel) (uint64, error) {
+	return s.send(ctx, msg, level)
+}
+
+// TrySend is Send that never blocks: it returns ErrBufferFull when msg does not fit now.
+func (s *Session) TrySend(msg []byte, level AckLevel) (uint64, error) {
+	return s.send(nil, msg, level)
+}
+
+func (s *Session) send(ctx context.Context, msg []byte, level AckLevel) (uint64, error) {
+	if level > AckProcessed {
+		return 0, fmt.Errorf("ftsl/core: invalid ack level %d", level)
+	}
+	cost := messageCost(len(msg))
+	s.mu.Lock()
+	if err := s.sendableLocked(len(msg)); err != nil {
+		s.mu.Unlock()
+		return 0, err
+	}
+	if !s.roomLocked(cost, false) || len(s.waiters) > 0 {
+		if ctx == nil {
+			s.mu.Unlock()
+			return 0, ErrBufferFull
+		}
+		if err := s.waitRoomLocked(ctx, cost, false); err != nil {
+			s.mu.Unlock()
+			return 0, err
+		}
+		if err := s.sendableLocked(len(msg)); err != nil {
+			s.wakeSendersLocked()
+			s.mu.Unlock()
+			return 0, err
+		}
+	}
+	mid := s.nextMID
+	s.nextMID++
+	flags := uint8(level) << levelShift
+	for off := 0; ; {
+		n := min(len(msg)-off, MaxFramePayload)
+		f := flags
+		if off+n == len(msg) {
+			f |= flagEOM
+		}
+		s.appendFrameLocked(f, mid, msg[off:off+n])
+		off += n
+		if f&flagEOM != 0 {
+			break
+		}
+	}
+	s.stats.MessagesSent++
+	s.stats.BytesSent += uint64(len(msg))
+	s.wakeSendersLocked()
+	s.wakeWriterLocked()
+	s.mu.Unlock()
+	return mid, nil
+}
+
+// sendableLocked says why a message of n bytes cannot be sent now, if it cannot.
+func (s *Session) sendableLocked(n int) error {
+	switch s.state {
+	case StateClosing, StateClosed:
+		return fmt.Errorf("%w: no new messages once Close or Abort was called", ErrSessionClosed)
+	case StateLost:
+		return s.err
+	}
+	if n > s.peer.maxMessage {
+		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrMessageTooLarge, n, s.peer.maxMessage)
+	}
+	return nil
+}
+
+// roomLocked reports whether need more bytes fit in the sent buffer now.
+func (s *Session) roomLocked(need uint64, stream bool) bool {
+	if s.streamOpen && !stream {
+		return false
+	}
+	return s.sTail-s.sHead+need <= uint64(s.cfg.SendBufferBytes)
+}
+
+// waitRoomLocked waits, in FIFO order with other senders, until need bytes fit. It returns with
+// mu held, and with the waiter removed from the queue.
+func (s *Session) waitRoomLocked(ctx context.Context, need uint64, stream bool) error {
+	w := &sendWaiter{ch: make(chan struct{}, 1), need: need, stream: stream}
+	if stream {
+		s.waiters = append([]*sendWaiter{w}, s.waiters...)
+	} else {
+		s.waiters = append(s.waiters, w)
+	}
+	s.wakeSendersLocked()
+	for {
+		s.mu.Unlock()
+		var err error
+		select {
+		case <-w.ch:
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-s.ended:
+		}
+		s.mu.Lock()
+		if err == nil && s.state.ended() {
+			err = s.err
+		}
+		if err == nil && s.waiters[0] == w && s.roomLocked(need, stream) {
+			s.waiters = s.waiters[1:]
+			return nil
+		}
+		if err != nil {
+			for i, x := range s.waiters {
+				if x == w {
+					s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
+					break
+				}
+			}
+			s.wakeSendersLocked()
+			return err
+		}
+	}
+}
+
+// wakeSendersLocked lets the first waiting sender go if it fits now.
+func (s *Session) wakeSendersLocked() {
+	if len(s.waiters) == 0 {
+		return
+	}
+	w := s.waiters[0]
+	if s.roomLocked(w.need, w.stream) || s.state.ended() {
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// appendFrameLocked appends one DATA frame to the sent buffer. The caller made room.
+func (s *Session) appendFrameLocked(flags uint8, mid uint64, p []byte) {
+	n := dataHdrLen + len(p)
+	s.sbuf.ensure(s.sHead, s.sTail, n)
+	h := dataHeader{flags: flags, n: len(p), pid: s.nextPID, mid: mid}
+	mask := uint64(len(s.sbuf.buf) - 1)
+	if i := s.sTail & mask; i+dataHdrLen <= uint64(len(s.sbuf.buf)) {
+		h.put(s.sbuf.buf[i : i+dataHdrLen])
+	} else {
+		var b [dataHdrLen]byte
+		h.put(b[:])
+		s.sbuf.put(s.sTail, b[:])
+	}
+	s.sbuf.put(s.sTail+dataHdrLen, p)
+	s.sTail += uint64(n)
+	s.nextPID++
+}
+
+// wakeWriterLocked wakes the writer if it sleeps; a busy writer looks again before sleeping.
+func (s *Session) wakeWriterLocked() {
+	if s.writerIdle {
+		s.writerIdle = false
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// ackMovedLocked notes that the ack state changed; the writer sends it within AckDelay, or at
+// once if urgent.
+func (s *Session) ackMovedLocked(urgent bool) {
+	if urgent && !s.ackUrgent {
+		s.ackUrgent = true
+		s.ackPending = true
+		s.wakeWriterLocked()
+		return
+	}
+	if !s.ackPending {
+		s.ackPending = true
+		if s.writerIdle && s.link != nil {
+			// Rather than wake the writer now only for it to go back to sleep until the ack is
+			// due, move its alarm: a busy writer sees the change on its own next pass.
+			if s.ackDue.IsZero() {
+				s.ackDue = time.Now().Add(s.cfg.AckDelay)
+			}
+			s.timer.Reset(time.Until(s.ackDue))
+		}
+	}
+}
+
+// Recv returns the next message, waiting until one arrives or ctx ends. It first releases the
+// message the previous Recv returned (settling it as processed if it asked for AckProcessed
+// and Settle was not called). After the session ends, Recv still returns the messages already
+// received (except after Abort), then the session's error.
+func (s *Session) Recv(ctx context.Context) (Message, error) {
+	s.mu.Lock()
+	s.releaseLocked()
+	for {
+		if m, ok := s.nextMessageLocked(); ok {
+			if s.recvWaiting > 0 && s.rHead != s.rDone {
+				select {
+				case s.recvKick <- struct{}{}:
+				default:
+				}
+			}
+			s.unlockNotify()
+			return m, nil
+		}
+		if s.state.ended() {
+			err := s.err
+			s.mu.Unlock()
+			return Message{}, err
+		}
+		s.recvWaiting++
+		s.mu.Unlock()
+		var err error
+		select {
+		case <-s.recvKick:
+		case <-s.ended:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		s.mu.Lock()
+		s.recvWaiting--
+		if err != nil {
+			s.mu.Unlock()
+			return Message{}, err
+		}
+	}
+}
+
+// releaseLocked gives the held message's space back to the peer's credit.
+func (s *Session) releaseLocked() {
+	h := &s.held
+	if !h.active {
+		return
+	}
+	if !h.settled {
+		s.pMID = h.mid
+	}
+	s.rHead = h.end
+	s.releasedCost += h.cost
+	*h = heldMessage{}
+	s.ackMovedLocked(s.releasedCost+s.peer.window-s.sentAck.credit >= s.peer.window/ackUrgentFactor)
+}
+
+// nextMessageLocked takes the next complete record, if any, and makes it the held message.
+func (s *Session) nextMessageLocked() (Message, bool) {
+	for s.rHead < s.rDone && !s.discard {
+		var hdr [recHdrLen]byte
+		s.rbuf.get(s.rHead, hdr[:])
+		n := uint64(binary.BigEndian.Uint32(hdr[0:4]))
+		cost := uint64(binary.BigEndian.Uint32(hdr[4:8]))
+		mid := binary.BigEndian.Uint64(hdr[8:16])
+		flags := hdr[16]
+		if flags&recCancelled != 0 {
+			// The sender gave up on this message: nobody will see it, so it counts as settled.
+			s.rHead += recHdrLen
+			s.releasedCost += cost
+			s.dMID, s.pMID = mid, mid
+			s.ackMovedLocked(false)
+			continue
+		}
+		level := AckLevel(flags&levelMask) >> levelShift
+		if level == AckProcessed && len(s.fails) >= maxPendingFailures {
+			return Message{}, false // the peer must acknowledge our FAIL reports first
+		}
+		data := s.recordData(s.rHead+recHdrLen, n)
+		s.held = heldMessage{active: true, level: level, mid: mid, end: s.rHead + recHdrLen + n, cost: cost}
+		s.dMID = mid
+		if level != AckProcessed {
+			s.held.settled = true
+			s.pMID = mid
+		}
+		s.ackMovedLocked(false)
+		s.stats.MessagesReceived++
+		s.stats.BytesReceived += n
+		return Message{ID: mid, Data: data, Level: level, Resent: flags&recResent != 0}, true
+	}
+	return Message{}, false
+}
+
+// recordData returns the n bytes at off as one slice, copying only when they wrap the ring.
+func (s *Session) recordData(off, n uint64) []byte {
+	a, b := s.rbuf.span(off, off+n)
+	if len(b) == 0 {
+		return a[:n:n]
+	}
+	if uint64(cap(s.scratch)) < n {
+		s.scratch = make([]byte, n)
+	}
+	d := s.scratch[:n:n]
+	copy(d[copy(d, a):], b)
+	return d
+}
+
+// Settle reports what became of message mid, which the last Recv returned: failure nil means
+// processed. For a message that asked for AckProcessed the sender's Observer hears it; for
+// others Settle does nothing. A failure reaches the sender even across connection crashes.
+func (s *Session) Settle(mid uint64, failure error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := &s.held
+	if !h.active || h.mid != mid {
+		return fmt.Errorf("%w: message %d (Settle the message the last Recv returned)", ErrNotHeld, mid)
+	}
+	if h.settled {
+		if h.level != AckProcessed {
+			return nil
+		}
+		return fmt.Errorf("%w: message %d was already settled", ErrNotHeld, mid)
+	}
+	h.settled = true
+	if failure != nil {
+		reason := clipReason(failure.Error())
+		s.fails = append(s.fails, failReport{seq: s.nextFSeq, mid: mid, reason: reason})
+		s.nextFSeq++
+		s.pMID = mid
+		s.ackMovedLocked(true)
+		return nil
+	}
+	s.pMID = mid
+	s.ackMovedLocked(false)
+	return nil
+}
+
+// ackLocked is the ack block to send now. pMID stops short of the first failure not yet written
+// on this link, so the peer always reads a FAIL before the pMID that passes it.
+func (s *Session) ackLocked() ackBlock {
+	p := s.pMID
+	if s.failWritten < len(s.fails) {
+		p = min(p, s.fails[s.failWritten].mid-1)
+	}
+	return ackBlock{rPID: s.rPID, dMID: s.dMID, pMID: p, fAck: s.peerFSeq, credit: s.releasedCost + s.peer.window}
+}
+
+// Close ends the session gracefully: it stops new messages, waits until the peer acknowledged
+// everything sent (reconnecting if need be), tells the peer, and waits for its answer. If ctx
+// ends first, the session is aborted and ctx's error returned. Messages received and not read
+// stay readable by Recv. Close is safe to call twice and from any goroutine.
+func (s *Session) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.state.ended() {
+		s.closeLocal = true
+		if s.state != StateClosing {
+			s.setStateLocked(StateClosing, nil)
+		}
+		s.wakeSendersLocked()
+		s.wakeWriterLocked()
+	}
+	s.unlockNotify()
+	select {
+	case <-s.ended:
+	case <-ctx.Done():
+		s.abort(abortByApplication, "close timed out")
+		return ctx.Err()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == StateClosed && (errors.Is(s.err, errClosedCleanly) || errors.Is(s.err, errClosedByPeer)) {
+		return nil
+	}
+	if s.state == StateLost && s.closeSent && s.sHead == s.sTail {
+		// The peer had everything and may have ended the session before its CLOSED reached us.
+		return nil
+	}
+	return s.err
+}
+
+// Abort ends the session at once: pending sends fail with ErrSessionClosed, buffered messages are
+// dropped, and the peer is told if a connection is up. Safe to call twice and from any goroutine.
+func (s *Session) Abort() { s.abort(abortByApplication, "aborted by the application") }
+
+// Abort codes.
+const (
+	abortByApplication = 0
+	abortProtocol      = 1
+	abortListener      = 2
+)
+
+var (
+	errClosedCleanly = fmt.Errorf("%w: closed", ErrSessionClosed)
+	errClosedByPeer  = fmt.Errorf("%w: closed by the peer", ErrSessionClosed)
+	errAborted       = fmt.Errorf("%w: aborted", ErrSessionClosed)
+)
+
+func (s *Session) abort(code uint16, reason string) {
+	s.mu.Lock()
+	if s.state.ended() {
+		s.mu.Unlock()
+		return
+	}
+	err := errAborted
+	if code == abortProtocol {
+		err = fmt.Errorf("%w: %s", ErrProtocol, reason)
+	}
+	s.discard = true
+	s.endLocked(StateClosed, err, int(code), reason)
+	s.unlockNotify()
+}
+
+// setStateLocked changes the state and queues the note.
+func (s *Session) setStateLocked(st State, err error) {
+	s.state = st
+	s.noteLocked(note{kind: noteState, state: st, err: err})
+}
+
+// How endLocked treats the link: an abort code >= 0 sends ABORT first, then closes it.
+const (
+	endDrop = -1 // close the link now
+	endKeep = -2 // the writer closes it after what it is writing
+)
+
+// endLocked ends the session. If how >= 0 and a link is up, the writer sends ABORT with that code.
+func (s *Session) endLocked(st State, err error, how int, reason string) {
+	if s.state.ended() {
+		return
+	}
+	s.err = err
+	s.setStateLocked(st, cleanErr(err))
+	close(s.ended)
+	s.cancel()
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	for _, w := range s.waiters {
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
+	}
+	if l := s.link; l != nil && how != endKeep {
+		if how >= 0 {
+			s.abortPending = true
+			s.abortCode = uint16(how)
+			s.abortReason = reason
+			_ = l.conn.SetWriteDeadline(time.Now().Add(abortGrace))
+			s.wakeWriterLocked()
+			select { // the writer may be busy: make sure it looks again
+			case s.kick <- struct{}{}:
+			default:
+			}
+		} else {
+			l.fail(err)
+		}
+	}
+	if s.lis != nil {
+		s.lis.forget(s)
+	}
+	s.log.Debug().Uint64("session", s.id).Str("state", st.String()).AnErr("err", err).Msg("session ended")
+	if s.running == 0 {
+		close(s.done)
+	}
+}
+
+// cleanErr is what observers hear: nil for a clean local close.
+func cleanErr(err error) error {
+	if err == errClosedCleanly {
+		return nil
+	}
+	return err
+}
+
+// goroutineExited is called by each of the session's goroutines as it returns.
+func (s *Session) goroutineExited() {
+	s.mu.Lock()
+	s.running--
+	if s.running == 0 && s.state.ended() {
+		close(s.done)
+	}
+	s.mu.Unlock()
+}
+
+// noteLocked queues a note for the observer. Progress notes merge, since they are cumulative.
+func (s *Session) noteLocked(n note) {
+	if s.obs == nil {
+		return
+	}
+	if n.kind == noteProgress && len(s.notes) > 0 && s.notes[len(s.notes)-1].kind == noteProgress {
+		s.notes[len(s.notes)-1] = n
+		return
+	}
+	s.notes = append(s.notes, n)
+}
+
+// unlockNotify delivers queued notes, in order and one goroutine at a time, without holding mu,
+// and unlocks. Whoever finds notes queued and nobody delivering becomes the deliverer.
+func (s *Session) unlockNotify() {
+	for len(s.notes) > 0 && !s.notifying && s.obs != nil {
+		s.notifying = true
+		notes, obs := s.notes, s.obs
+		s.notes = s.spare[:0]
+		s.mu.Unlock()
+		for i := range notes {
+			n := &notes[i]
+			switch n.kind {
+			case noteProgress:
+				obs.Progress(n.p)
+			case noteFailed:
+				obs.Failed(n.mid, n.reason)
+			case noteState:
+				obs.StateChanged(n.state, n.err)
+			}
+			*n = note{}
+		}
+		s.mu.Lock()
+		s.spare = notes[:0]
+		s.notifying = false
+	}
+	s.mu.Unlock()
+}
+
+// newID returns a random nonzero session ID.
+func newID() uint64 {
+	for {
+		var b [8]byte
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+		if id := binary.BigEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
+}
+
+func newToken() (t [tokenLen]byte) {
+	_, _ = rand.Read(t[:])
+	return t
+}

@@ -388,6 +388,9 @@ func TestWireRoundTrips(t *testing.T) {
 			if h.flags&flagAcks == 0 {
 				h.length = min(h.length, dataFixedLen+MaxFramePayload)
 			}
+			if h.flags&flagCancel != 0 { // a cancel carries no payload
+				h.length = dataFixedLen + uint32(h.flags&flagAcks/flagAcks)*ackBlockLen
+			}
 		}
 		var hb [headerLen]byte
 		h.put(hb[:])

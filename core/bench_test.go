@@ -4,9 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -34,6 +38,8 @@ func benchPair(b *testing.B, cfg Config) (client, server *Session, cleanup func(
 		<-c.Done()
 	}
 }
+
+var benchAckDelay = func() time.Duration { d, _ := time.ParseDuration(os.Getenv("BENCH_ACKDELAY")); return d }()
 
 func benchOneWayFTSL(b *testing.B, size int) {
 	c, s, cleanup := benchPair(b, Config{})
@@ -126,104 +132,192 @@ func BenchmarkOneWay(b *testing.B) {
 }
 
 // BenchmarkRoundTrip measures request-reply: a 128-byte request, a 128-byte reply, one at a
-// time. It reports the median and 99th percentile round trip beside the mean (ns/op).
+// time. It reports the median and 99th percentile round trip beside the mean (ns/op). The echo
+// server runs in this process ("inproc"), or in a child process ("2proc") as it would in real
+// use, so each side has its own scheduler.
 func BenchmarkRoundTrip(b *testing.B) {
-	b.Run("tcp", benchRoundTripTCP)
-	b.Run("ftsl", benchRoundTripFTSL)
+	for _, where := range []string{"inproc", "2proc"} {
+		b.Run(where+"/tcp", func(b *testing.B) { benchRoundTrip(b, "tcp", where) })
+		b.Run(where+"/ftsl", func(b *testing.B) { benchRoundTrip(b, "ftsl", where) })
+	}
 }
 
-func benchRoundTripFTSL(b *testing.B) {
-	c, s, cleanup := benchPair(b, Config{})
-	defer cleanup()
-	ctx := context.Background()
-	msg := make([]byte, 128)
-	go func() {
-		for {
-			m, err := s.Recv(ctx)
-			if err != nil {
-				return
-			}
-			if _, err := s.Send(ctx, m.Data, AckNone); err != nil {
-				return
-			}
-		}
-	}()
+func benchRoundTrip(b *testing.B, kind, where string) {
+	var addr string
+	if where == "inproc" {
+		addr = startEcho(b, kind)
+	} else {
+		addr = startEchoChild(b, kind)
+	}
 	lat := newLatencies(b.N)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		t0 := time.Now()
-		if _, err := c.Send(ctx, msg, AckNone); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := c.Recv(ctx); err != nil {
-			b.Fatal(err)
-		}
-		lat.add(time.Since(t0))
-	}
-	b.StopTimer()
-	lat.report(b)
-}
-
-func benchRoundTripTCP(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
+	msg := make([]byte, 128)
+	ctx := context.Background()
+	var roundTrip func() error
+	if kind == "tcp" {
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
-			return
+			b.Fatal(err)
 		}
 		defer c.Close()
 		r, w := bufio.NewReader(c), bufio.NewWriter(c)
-		buf := make([]byte, 64<<10)
 		var hdr [4]byte
-		for {
-			if _, err := io.ReadFull(r, hdr[:]); err != nil {
-				return
-			}
-			n := binary.BigEndian.Uint32(hdr[:])
-			if _, err := io.ReadFull(r, buf[:n]); err != nil {
-				return
-			}
+		roundTrip = func() error {
+			binary.BigEndian.PutUint32(hdr[:], uint32(len(msg)))
 			w.Write(hdr[:])
-			w.Write(buf[:n])
+			w.Write(msg)
 			if err := w.Flush(); err != nil {
-				return
+				return err
 			}
+			if _, err := io.ReadFull(r, hdr[:]); err != nil {
+				return err
+			}
+			_, err := io.ReadFull(r, msg)
+			return err
 		}
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
+	} else {
+		c, err := Dial(ctx, addr, Config{AckDelay: benchAckDelay})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { c.Abort(); <-c.Done() }()
+		roundTrip = func() error {
+			if _, err := c.Send(ctx, msg, AckNone); err != nil {
+				return err
+			}
+			_, err := c.Recv(ctx)
+			return err
+		}
 	}
-	defer c.Close()
-	r, w := bufio.NewReader(c), bufio.NewWriter(c)
-	msg := make([]byte, 128)
-	var hdr [4]byte
-	binary.BigEndian.PutUint32(hdr[:], 128)
-	lat := newLatencies(b.N)
+	for i := 0; i < 100; i++ { // warm up: connection, buffers
+		if err := roundTrip(); err != nil {
+			b.Fatal(err)
+		}
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
-		w.Write(hdr[:])
-		w.Write(msg)
-		if err := w.Flush(); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(r, msg); err != nil {
+		if err := roundTrip(); err != nil {
 			b.Fatal(err)
 		}
 		lat.add(time.Since(t0))
 	}
 	b.StopTimer()
 	lat.report(b)
+}
+
+// startEcho runs an echo server of the given kind in this process until the benchmark ends.
+func startEcho(b *testing.B, kind string) string {
+	addr, stop, err := serveEcho(kind)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(stop)
+	return addr
+}
+
+// startEchoChild runs an echo server in a child process (this test binary, see TestMain).
+func startEchoChild(b *testing.B, kind string) string {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "FTSL_BENCH_ECHO="+kind)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { in.Close(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		b.Fatal(err)
+	}
+	return strings.TrimSpace(line)
+}
+
+// TestMain doubles as the echo server of the two-process benchmarks.
+func TestMain(m *testing.M) {
+	if kind := os.Getenv("FTSL_BENCH_ECHO"); kind != "" {
+		addr, stop, err := serveEcho(kind)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(addr)
+		_, _ = io.Copy(io.Discard, os.Stdin) // until the parent closes our stdin
+		stop()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// serveEcho starts an echo server: every message comes back to its sender.
+func serveEcho(kind string) (addr string, stop func(), err error) {
+	if kind == "tcp" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", nil, err
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					r, w := bufio.NewReader(c), bufio.NewWriter(c)
+					buf := make([]byte, 64<<10)
+					var hdr [4]byte
+					for {
+						if _, err := io.ReadFull(r, hdr[:]); err != nil {
+							return
+						}
+						n := binary.BigEndian.Uint32(hdr[:])
+						if _, err := io.ReadFull(r, buf[:n]); err != nil {
+							return
+						}
+						w.Write(hdr[:])
+						w.Write(buf[:n])
+						if err := w.Flush(); err != nil {
+							return
+						}
+					}
+				}()
+			}
+		}()
+		return ln.Addr().String(), func() { ln.Close() }, nil
+	}
+	ln, err := Listen("127.0.0.1:0", Config{AckDelay: benchAckDelay})
+	if err != nil {
+		return "", nil, err
+	}
+	go func() {
+		ctx := context.Background()
+		for {
+			s, err := ln.Accept(ctx)
+			if err != nil {
+				return
+			}
+			go func() {
+				for {
+					m, err := s.Recv(ctx)
+					if err != nil {
+						return
+					}
+					if _, err := s.Send(ctx, m.Data, AckNone); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), func() { ln.Close() }, nil
 }
 
 // latencies keeps per-operation durations to report percentiles.

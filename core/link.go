@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ import (
 // each link has one reader and one writer goroutine.
 type link struct {
 	conn  net.Conn
+	raw   *rawWriter // for non-blocking inline writes; nil unless conn is a plain TCP socket
 	gen   uint64
 	dead  chan struct{} // closed by fail
 	done  chan struct{} // closed when both goroutines returned
@@ -24,6 +26,7 @@ type link struct {
 
 func newLink(c net.Conn, gen uint64) *link {
 	l := &link{conn: c, gen: gen, dead: make(chan struct{}), done: make(chan struct{})}
+	l.raw = newRawWriter(c)
 	l.alive.Store(2)
 	return l
 }
@@ -89,6 +92,8 @@ type readBatch struct {
 	abort     bool
 	abortWhy  string
 	newData   bool
+	woke      bool  // a Recv was waiting for this batch
+	frames    int   // DATA frames completed in this batch
 	err       error // a protocol error: the session is aborted
 }
 
@@ -138,6 +143,12 @@ func (s *Session) readLoop(l *link) {
 			}
 			if !s.publish(l, &b) {
 				return
+			}
+			if b.woke && b.frames == 1 {
+				// A lone message for a waiting Recv is the request-reply pattern: let the woken Recv
+				// run here and now rather than on another thread after a wake-up. (Under load the
+				// reader had better go on reading.)
+				runtime.Gosched()
 			}
 		}
 		if err != nil {
@@ -320,6 +331,7 @@ func (s *Session) endDataFrame(b *readBatch) {
 	rd.recFlags |= d.flags & flagResent
 	rd.rPID = d.pid
 	rd.recvCost += frameCost(d.n)
+	b.frames++
 	if d.flags&flagEOM == 0 {
 		return
 	}
@@ -368,6 +380,7 @@ func (s *Session) applyLocked(b *readBatch) (stop bool) {
 		if b.newData && s.recvWaiting > 0 {
 			select {
 			case s.recvKick <- struct{}{}:
+				b.woke = true
 			default:
 			}
 		}
@@ -545,7 +558,7 @@ type writeBatch struct {
 // runs it; on a server it is the link's writer goroutine.
 func (s *Session) writeLoop(l *link) {
 	defer s.timer.Stop()
-	var w writeBatch
+	var own writeBatch
 	for {
 		s.mu.Lock()
 		if s.link != l {
@@ -553,7 +566,18 @@ func (s *Session) writeLoop(l *link) {
 			return
 		}
 		now := time.Now()
-		wait := s.buildLocked(&w, now)
+		w := &own
+		var wait time.Duration
+		switch {
+		case s.pending != nil:
+			// An inline write from Send found the socket full: finish it here, where blocking is fine.
+			w, s.pending = s.pending, nil
+		case s.writing:
+			// Send is writing inline; it wakes us if it leaves work behind.
+			w.bufs, wait = w.bufs[:0], time.Hour
+		default:
+			wait = s.buildLocked(w, now)
+		}
 		if len(w.bufs) == 0 {
 			if s.state.ended() {
 				s.mu.Unlock()
@@ -561,7 +585,7 @@ func (s *Session) writeLoop(l *link) {
 				return
 			}
 			s.writerIdle = true
-			s.timer.Reset(wait)
+			s.setAlarmLocked(now, wait)
 			s.mu.Unlock()
 			select {
 			case <-s.kick:
@@ -571,22 +595,77 @@ func (s *Session) writeLoop(l *link) {
 			}
 			continue
 		}
+		s.writing = true
 		s.mu.Unlock()
 		_, err := w.bufs.WriteTo(l.conn)
 		s.mu.Lock()
-		s.sentOff = max(s.sentOff, w.end)
-		s.highOff = max(s.highOff, w.end)
-		s.lastWrite = now
-		s.freeAckedLocked()
-		final := w.final || (s.state.ended() && !s.abortPending)
+		final := s.wroteLocked(w, now, err)
 		s.unlockNotify()
 		if err != nil || final {
-			if err == nil {
-				err = s.err
-			}
-			l.fail(err)
+			l.fail(s.linkErr(err))
 			return
 		}
+	}
+}
+
+// wroteLocked records that the write of batch w returned, and reports whether the link must close
+// now (the session ended).
+func (s *Session) wroteLocked(w *writeBatch, now time.Time, err error) bool {
+	s.writing = false
+	s.sentOff = max(s.sentOff, w.end)
+	s.highOff = max(s.highOff, w.end)
+	s.lastWrite = now
+	s.freeAckedLocked()
+	return err != nil || w.final || (s.state.ended() && !s.abortPending)
+}
+
+func (s *Session) linkErr(err error) error {
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// setAlarmLocked arms the writer's timer to ring after d.
+func (s *Session) setAlarmLocked(now time.Time, d time.Duration) {
+	s.timer.Reset(d)
+	s.alarmAt = now.Add(d)
+}
+
+// writeInlineLocked is Send's fast path when the writer sleeps: rather than wake it (a goroutine
+// handoff on each side, the bulk of a round trip's overhead), the sender makes one non-blocking
+// attempt to write. Whatever does not fit in the socket goes to the writer, so Send never blocks
+// on the network. Called with mu held; returns with it held.
+func (s *Session) writeInlineLocked(l *link) {
+	w := &s.inline
+	now := time.Now()
+	s.buildLocked(w, now)
+	if len(w.bufs) == 0 {
+		return
+	}
+	s.writing = true
+	s.mu.Unlock()
+	done, err := l.raw.tryWrite(&w.bufs)
+	s.mu.Lock()
+	if err == nil && !done {
+		s.pending = w // s.writing stays set until the writer finishes it
+		s.wakeWriterLocked()
+		return
+	}
+	if s.wroteLocked(w, now, err) {
+		l.fail(err)
+		return
+	}
+	if s.writeOff < s.sTail || s.pongPending || s.failWritten < len(s.fails) || s.ackUrgent {
+		s.wakeWriterLocked()
+		return
+	}
+	// The sleeping writer's alarm may be set for the ack this write carried: put it back to the
+	// next heartbeat, so it does not wake for nothing.
+	if s.ackDue.IsZero() && s.alarmAt.Before(now.Add(s.peer.heartbeat)) {
+		s.setAlarmLocked(now, s.peer.heartbeat)
 	}
 }
 

@@ -175,12 +175,18 @@ type Session struct {
 	nextFSeq     uint64
 	peerFSeq     uint64 // last FAIL sequence applied from the peer
 
-	// Writer bookkeeping.
+	// Writer bookkeeping. One write at a time is under way on a link: the writer goroutine's, or
+	// an inline one from Send (writing says which is busy); pending is an inline batch the socket
+	// could not take at once, which the writer finishes.
 	writerIdle   bool
-	sentAck      ackBlock // the last ack block written on the current link
-	sentAckCost  uint64   // recvCost when it was written
-	ackPending   bool     // ack state moved since sentAck
-	ackUrgent    bool     // ...and should go now
+	writing      bool
+	inline       writeBatch
+	pending      *writeBatch
+	alarmAt      time.Time // when the writer's timer rings
+	sentAck      ackBlock  // the last ack block written on the current link
+	sentAckCost  uint64    // recvCost when it was written
+	ackPending   bool      // ack state moved since sentAck
+	ackUrgent    bool      // ...and should go now
 	ackDue       time.Time
 	lastWrite    time.Time
 	pongPending  bool
@@ -366,6 +372,9 @@ func (s *Session) send(ctx context.Context, msg []byte, level AckLevel) (uint64,
 			return 0, err
 		}
 	}
+	// A quiet link (everything sent so far acknowledged) is the request-reply pattern, where
+	// latency counts; a busy one is streaming, where the writer's batching counts.
+	quiet := s.sHead == s.sTail
 	mid := s.nextMID
 	s.nextMID++
 	flags := uint8(level) << levelShift
@@ -384,8 +393,12 @@ func (s *Session) send(ctx context.Context, msg []byte, level AckLevel) (uint64,
 	s.stats.MessagesSent++
 	s.stats.BytesSent += uint64(len(msg))
 	s.wakeSendersLocked()
-	s.wakeWriterLocked()
-	s.mu.Unlock()
+	if l := s.link; quiet && s.writerIdle && !s.writing && l != nil && l.raw != nil {
+		s.writeInlineLocked(l)
+	} else {
+		s.wakeWriterLocked()
+	}
+	s.unlockNotify()
 	return mid, nil
 }
 
@@ -508,10 +521,13 @@ func (s *Session) ackMovedLocked(urgent bool) {
 		if s.writerIdle && s.link != nil {
 			// Rather than wake the writer now only for it to go back to sleep until the ack is
 			// due, move its alarm: a busy writer sees the change on its own next pass.
+			now := time.Now()
 			if s.ackDue.IsZero() {
-				s.ackDue = time.Now().Add(s.cfg.AckDelay)
+				s.ackDue = now.Add(s.cfg.AckDelay)
 			}
-			s.timer.Reset(time.Until(s.ackDue))
+			if s.alarmAt.After(s.ackDue) {
+				s.setAlarmLocked(now, s.ackDue.Sub(now))
+			}
 		}
 	}
 }

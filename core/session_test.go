@@ -587,3 +587,33 @@ func TestManySessionsEnd(t *testing.T) {
 }
 
 func testGoroutines() int { return runtime.NumGoroutine() }
+
+// TestLargeRequestReply sends big messages on a quiet link, one at a time each way: Send's
+// inline write cannot take a whole message at once, and the writer must finish it.
+func TestLargeRequestReply(t *testing.T) {
+	p := newPair(t, "tcp", Config{}, Config{})
+	ctx := testCtx(t)
+	for i := uint64(1); i <= 20; i++ {
+		n := int(1<<20 - i*1000)
+		if _, err := p.client.Send(ctx, payload(9, i, n), AckNone); err != nil {
+			t.Fatal(err)
+		}
+		m, err := p.server.Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkPayload(m.Data, 9, i, n); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.server.Send(ctx, m.Data, AckNone); err != nil {
+			t.Fatal(err)
+		}
+		m, err = p.client.Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkPayload(m.Data, 9, i, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

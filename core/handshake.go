@@ -167,7 +167,7 @@ func (s *Session) startLinkLocked(c net.Conn, ownWriter bool) *link {
 	s.link = l
 	s.rd.restart()
 	s.rd.credit = s.releasedCost + s.peer.window
-	s.rd.head = s.rHead
+	s.rd.head, s.rd.dHead = s.rHead, s.dHead
 	s.writerIdle = false
 	s.lastWrite = time.Now()
 	s.closeSent = false

@@ -53,9 +53,11 @@ var errLinkReplaced = errors.New("ftsl: connection replaced by a resume")
 
 // readState is the receive state the reader owns. See Session.rd.
 type readState struct {
-	tail     uint64 // end of the complete frames' bytes in rbuf
-	ftail    uint64 // end of bytes written for the frame being read
-	inFrame  int    // payload bytes of the current DATA frame still to come
+	ring     ring      // the same array as Session.rbuf: the reader's own copy of the slice
+	descs    []recDesc // the same array as Session.descs
+	tail     uint64    // end of the complete frames' bytes in the ring
+	ftail    uint64    // end of bytes written for the frame being read
+	inFrame  int       // payload bytes of the current DATA frame still to come
 	frame    dataHeader
 	inMsg    bool // a message's first frame has arrived, its last not yet
 	recStart uint64
@@ -66,10 +68,22 @@ type readState struct {
 	rPID     uint64
 	recvCost uint64
 	lastMID  uint64 // last message begun
-	done     uint64 // end of the last complete record
+	done     uint64 // end of the last complete message's bytes
+	dTail    uint64 // descriptors written
 	fSeq     uint64 // last FAIL sequence applied
 	credit   uint64 // the credit limit granted, as last seen; refreshed when exceeded
 	head     uint64 // rHead as last seen; only grows
+	dHead    uint64 // Session.dHead as last seen; only grows
+}
+
+// recDesc describes one complete message in the received buffer. Descriptors sit in an array of
+// their own, apart from the bytes, so that Recv walks a dense array instead of chasing each
+// message's length to find the next one across the buffer, a cache miss per message.
+type recDesc struct {
+	mid   uint64
+	n     uint32 // bytes; the message starts where the previous one ended
+	cost  uint32 // credit it used: its frames' headers and bytes
+	flags uint8  // level bits, recResent, recCancelled
 }
 
 // restart drops whatever was half read when the previous link died: the peer resends it whole.
@@ -104,7 +118,7 @@ func (b *readBatch) reset() {
 
 const (
 	minReadBuf = 4 << 10
-	maxReadBuf = 64 << 10
+	maxReadBuf = 256 << 10
 )
 
 // readLoop reads frames from l until it fails. It runs as the link's reader goroutine.
@@ -179,7 +193,7 @@ func (s *Session) parse(b *readBatch, p []byte) int {
 				break
 			}
 			n := min(rd.inFrame, len(p)-used)
-			s.rbuf.put(rd.ftail, p[used:used+n])
+			rd.ring.put(rd.ftail, p[used:used+n])
 			rd.ftail += uint64(n)
 			rd.inFrame -= n
 			used += n
@@ -299,21 +313,20 @@ func (s *Session) beginDataFrame(d dataHeader) error {
 	}
 	rd.frame = d
 	rd.ftail = rd.tail
-	if !rd.inMsg {
-		rd.ftail += recHdrLen
-	}
-	if rd.ftail-rd.head+uint64(d.n) > uint64(len(s.rbuf.buf)) {
+	if rd.ftail-rd.head+uint64(d.n) > uint64(len(rd.ring.buf)) {
 		// Maybe Recv freed space since we last looked; grow only if not.
 		s.mu.Lock()
 		rd.head = s.rHead
-		s.rbuf.ensure(rd.head, rd.tail, int(rd.ftail-rd.tail)+d.n) // only [head, tail) is written yet
+		if rd.ring.ensure(rd.head, rd.tail, d.n) {
+			s.rbuf = rd.ring
+		}
 		s.mu.Unlock()
 	}
 	rd.inFrame = d.n
 	return nil
 }
 
-// endDataFrame accounts for a DATA frame whose payload is all in rbuf.
+// endDataFrame accounts for a DATA frame whose payload is all in the ring.
 func (s *Session) endDataFrame(b *readBatch) {
 	rd := &s.rd
 	d := rd.frame
@@ -338,18 +351,32 @@ func (s *Session) endDataFrame(b *readBatch) {
 	if d.flags&flagCancel != 0 {
 		rd.recFlags |= recCancelled
 		rd.recLen = 0
-		rd.tail = rd.recStart + recHdrLen
+		rd.tail = rd.recStart
+		rd.ftail = rd.tail
 	}
-	var hdr [recHdrLen]byte
-	binary.BigEndian.PutUint32(hdr[0:4], uint32(rd.recLen))
-	binary.BigEndian.PutUint32(hdr[4:8], uint32(rd.recCost))
-	binary.BigEndian.PutUint64(hdr[8:16], rd.recMID)
-	hdr[16] = rd.recFlags
-	s.rbuf.put(rd.recStart, hdr[:])
-	rd.ftail = rd.tail
+	if rd.dTail-rd.dHead >= uint64(len(rd.descs)) {
+		s.mu.Lock()
+		rd.dHead = s.dHead
+		if rd.dTail-rd.dHead >= uint64(len(rd.descs)) {
+			rd.descs = growDescs(rd.descs, rd.dHead, rd.dTail)
+			s.descs = rd.descs
+		}
+		s.mu.Unlock()
+	}
+	rd.descs[rd.dTail&uint64(len(rd.descs)-1)] = recDesc{mid: rd.recMID, n: uint32(rd.recLen), cost: uint32(rd.recCost), flags: rd.recFlags}
+	rd.dTail++
 	rd.done = rd.tail
 	rd.inMsg = false
 	b.newData = true
+}
+
+// growDescs doubles a descriptor ring, keeping entries [head, tail) at their indexes.
+func growDescs(old []recDesc, head, tail uint64) []recDesc {
+	nd := make([]recDesc, max(64, 2*len(old)))
+	for i := head; i < tail; i++ {
+		nd[i&uint64(len(nd)-1)] = old[i&uint64(len(old)-1)]
+	}
+	return nd
 }
 
 // publish applies a batch under mu: it makes new messages visible, takes in the peer's acks,
@@ -372,10 +399,10 @@ func (s *Session) applyLocked(b *readBatch) (stop bool) {
 		close(s.unconfirmed)
 		s.unconfirmed = nil
 	}
-	rd.head = s.rHead
+	rd.head, rd.dHead = s.rHead, s.dHead
 	rd.credit = s.releasedCost + s.peer.window
 	if rd.rPID != s.rPID {
-		s.rPID, s.recvCost, s.rDone = rd.rPID, rd.recvCost, rd.done
+		s.rPID, s.recvCost, s.rDone, s.dDone = rd.rPID, rd.recvCost, rd.done, rd.dTail
 		s.ackMovedLocked(s.recvCost-s.sentAckCost >= s.peer.ackBytes)
 		if b.newData && s.recvWaiting > 0 {
 			select {
@@ -486,9 +513,9 @@ func (s *Session) takeAcksLocked(a ackBlock) error {
 // freeAckedLocked drops frames the peer acknowledged and the writer is done with.
 func (s *Session) freeAckedLocked() {
 	freed := false
-	var hdr [dataHdrLen]byte
+	var scratch [dataHdrLen]byte
 	for s.sHead < s.sTail && s.sHeadPID <= s.peerAck.rPID {
-		s.sbuf.get(s.sHead, hdr[:])
+		hdr := s.sbuf.view(s.sHead, &scratch)
 		end := s.sHead + dataHdrLen + uint64(binary.BigEndian.Uint32(hdr[4:8])) - dataFixedLen
 		if end > s.sentOff {
 			break

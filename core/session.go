@@ -121,8 +121,11 @@ type Session struct {
 	resumeSem chan struct{}
 
 	// rd is the receive state that the reader goroutine of the current link owns. Nothing else
-	// touches it while a reader runs; between links, the handshake code does, holding mu.
+	// touches it while a reader runs; between links, the handshake code does, holding mu. It sits
+	// on cache lines of its own: the reader runs on another core than Recv and Send.
+	_  cacheLinePad
 	rd readState
+	_  cacheLinePad
 
 	mu sync.Mutex
 	// Everything below is guarded by mu.
@@ -157,11 +160,13 @@ type Session struct {
 	streamOpen bool // a MessageWriter is appending; other messages wait
 	waiters    []*sendWaiter
 
-	// Receive side. rbuf holds records (a 24-byte record header, then the message) from rHead
-	// to the reader's tail; [rHead, rDone) are complete.
+	// Receive side. rbuf holds the messages' bytes from rHead to the reader's tail; [rHead,
+	// rDone) are complete messages, which descs[dHead, dDone) describe.
 	rbuf         ring
 	rHead        uint64
 	rDone        uint64
+	descs        []recDesc
+	dHead, dDone uint64
 	rPID         uint64 // published copies of the reader's counters
 	recvCost     uint64
 	releasedCost uint64 // cost of every record released; the credit we grant is this + window
@@ -206,6 +211,8 @@ type Session struct {
 	stats Stats
 }
 
+type cacheLinePad [64]byte
+
 // peerParams is what the handshake settled.
 type peerParams struct {
 	version    uint8
@@ -249,9 +256,8 @@ type note struct {
 	err    error
 }
 
-// Record header in rbuf: payload length u32, cost u32, MID u64, flags u8, 7 bytes zero.
+// recDesc flags besides the level bits.
 const (
-	recHdrLen       = 24
 	recCancelled    = 0x80 // the sender cancelled the message: skip it
 	recResent       = flagResent
 	abortGrace      = 200 * time.Millisecond
@@ -541,7 +547,7 @@ func (s *Session) Recv(ctx context.Context) (Message, error) {
 	s.releaseLocked()
 	for {
 		if m, ok := s.nextMessageLocked(); ok {
-			if s.recvWaiting > 0 && s.rHead != s.rDone {
+			if s.recvWaiting > 0 && s.dHead != s.dDone {
 				select {
 				case s.recvKick <- struct{}{}:
 				default:
@@ -590,36 +596,33 @@ func (s *Session) releaseLocked() {
 
 // nextMessageLocked takes the next complete record, if any, and makes it the held message.
 func (s *Session) nextMessageLocked() (Message, bool) {
-	for s.rHead < s.rDone && !s.discard {
-		var hdr [recHdrLen]byte
-		s.rbuf.get(s.rHead, hdr[:])
-		n := uint64(binary.BigEndian.Uint32(hdr[0:4]))
-		cost := uint64(binary.BigEndian.Uint32(hdr[4:8]))
-		mid := binary.BigEndian.Uint64(hdr[8:16])
-		flags := hdr[16]
-		if flags&recCancelled != 0 {
+	for s.dHead < s.dDone && !s.discard {
+		d := s.descs[s.dHead&uint64(len(s.descs)-1)]
+		s.dHead++
+		if d.flags&recCancelled != 0 {
 			// The sender gave up on this message: nobody will see it, so it counts as settled.
-			s.rHead += recHdrLen
-			s.releasedCost += cost
-			s.dMID, s.pMID = mid, mid
+			s.releasedCost += uint64(d.cost)
+			s.dMID, s.pMID = d.mid, d.mid
 			s.ackMovedLocked(false)
 			continue
 		}
-		level := AckLevel(flags&levelMask) >> levelShift
+		level := AckLevel(d.flags&levelMask) >> levelShift
 		if level == AckProcessed && len(s.fails) >= maxPendingFailures {
-			return Message{}, false // the peer must acknowledge our FAIL reports first
+			s.dHead-- // the peer must acknowledge our FAIL reports first
+			return Message{}, false
 		}
-		data := s.recordData(s.rHead+recHdrLen, n)
-		s.held = heldMessage{active: true, level: level, mid: mid, end: s.rHead + recHdrLen + n, cost: cost}
-		s.dMID = mid
+		n := uint64(d.n)
+		data := s.recordData(s.rHead, n)
+		s.held = heldMessage{active: true, level: level, mid: d.mid, end: s.rHead + n, cost: uint64(d.cost)}
+		s.dMID = d.mid
 		if level != AckProcessed {
 			s.held.settled = true
-			s.pMID = mid
+			s.pMID = d.mid
 		}
 		s.ackMovedLocked(false)
 		s.stats.MessagesReceived++
 		s.stats.BytesReceived += n
-		return Message{ID: mid, Data: data, Level: level, Resent: flags&recResent != 0}, true
+		return Message{ID: d.mid, Data: data, Level: level, Resent: d.flags&recResent != 0}, true
 	}
 	return Message{}, false
 }

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftsl-go/ftsl/core/internal/faultnet"
+	"github.com/ftsl-go/ftsl/internal/faultnet"
 )
 
 // chaosMessages is how many messages each side sends in TestChaos; FTSL_CHAOS_MESSAGES overrides it.

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftsl-go/ftsl/core/internal/netns"
+	"github.com/ftsl-go/ftsl/internal/netns"
 )
 
 // TestNetnsLinkDown pulls the cable: client and server live in two network namespaces joined by a

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftsl-go/ftsl/core/internal/faultnet"
+	"github.com/ftsl-go/ftsl/internal/faultnet"
 )
 
 // proxied is a session whose connections go through a fault-injecting proxy.

@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/ftsl-go/ftsl/core"
-	"github.com/ftsl-go/ftsl/core/internal/faultnet"
+	"github.com/ftsl-go/ftsl/internal/faultnet"
 )
 
 func main() {

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftsl-go/ftsl/core/internal/netns"
+	"github.com/ftsl-go/ftsl/internal/netns"
 )
 
 func requireNetns(t *testing.T) {

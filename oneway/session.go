@@ -1,0 +1,380 @@
+package oneway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/ftsl-go/ftsl/core"
+	"github.com/ftsl-go/ftsl/events"
+)
+
+// Session is one end of a one-way session. Both ends are the same once connected. All methods
+// are safe for concurrent use.
+type Session struct {
+	cs  *core.Session
+	cfg Config
+	ev  *events.Dispatcher
+	id  uint64
+
+	ctx    context.Context // ends with the session: handlers see it
+	cancel context.CancelFunc
+
+	// sendSem lets one Send at a time through: a ticket is registered under its message ID
+	// before the message exists, so no acknowledgement can arrive for a ticket not yet known.
+	sendSem chan struct{}
+
+	mu sync.Mutex
+	// Guarded by mu: the tickets of sent messages, by message ID.
+	tq          ticketQueue
+	ackDone     uint64 // the acked, delivered and processed marks applied to tickets so far
+	delDone     uint64
+	procDone    uint64
+	outstanding int  // tickets not yet ended
+	closing     bool // Close was called: no new messages
+	ended       bool
+	endErr      error
+	drained     chan struct{} // closed when closing and no ticket is outstanding
+	wasDown     bool          // the connection died since the last resume
+
+	// recvSem lets one Recv at a time through; rmu guards the held message, which Confirm and
+	// Reject also touch from other goroutines.
+	recvSem  chan struct{}
+	rmu      sync.Mutex
+	held     bool
+	heldMsg  core.Message
+	attempt  int   // delivery number of the held message, from 1
+	failed   bool  // the current attempt was rejected
+	settled  bool  // the held message's outcome was reported to core
+	reason   error // why the last attempt failed
+	gen      uint64
+	delivery Delivery // reused: valid until the next Recv
+	handling bool
+	handlerW sync.WaitGroup
+
+	doneOnce sync.Once
+	done     chan struct{}
+}
+
+func newSession(cs *core.Session, cfg Config) *Session {
+	s := &Session{
+		cs:      cs,
+		cfg:     cfg,
+		ev:      events.New(cfg.Events),
+		id:      cs.ID(),
+		sendSem: make(chan struct{}, 1),
+		recvSem: make(chan struct{}, 1),
+		drained: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.tq.init(1)
+	cs.Observe(observer{s})
+	// The session may have ended between the handshake and now; its observer missed that.
+	if st := cs.State(); st == core.StateClosed || st == core.StateLost {
+		observer{s}.StateChanged(st, cs.Err())
+	}
+	return s
+}
+
+// ID is the session ID, the same on both ends.
+func (s *Session) ID() uint64 { return s.id }
+
+// State is the state of the session underneath.
+func (s *Session) State() core.State { return s.cs.State() }
+
+// Stats returns the counters of the session underneath.
+func (s *Session) Stats() core.Stats { return s.cs.Stats() }
+
+// Core is the session underneath, for what this package does not wrap.
+func (s *Session) Core() *core.Session { return s.cs }
+
+// Events returns the channel of the session's events (see events.Dispatcher). It is bounded:
+// events the application does not read in time are dropped and counted by EventsDropped, never
+// waited for. It is closed after the session's last event.
+func (s *Session) Events() <-chan events.Event { return s.ev.Channel() }
+
+// OnEvent registers a callback for the session's events. Callbacks run one at a time, in the
+// order things happened, on a goroutine of the session's own (never the network reader's).
+func (s *Session) OnEvent(f func(events.Event)) { s.ev.OnEvent(f) }
+
+// EventsDropped reports how many events were dropped because nobody read them in time.
+func (s *Session) EventsDropped() uint64 { return s.ev.Dropped() }
+
+// Done is closed when the session has ended and all its goroutines (network, handler, event
+// delivery) have returned.
+func (s *Session) Done() <-chan struct{} {
+	s.doneOnce.Do(func() {
+		go func() {
+			<-s.cs.Done()
+			s.handlerW.Wait()
+			<-s.ev.Done()
+			close(s.done)
+		}()
+	})
+	return s.done
+}
+
+func (s *Session) publish(k events.Kind, mid uint64, st Status, err error) {
+	if s.ev.Subscribed() {
+		s.ev.Publish(events.Event{Kind: k, Session: s.id, Message: mid, Status: st, Err: err, Time: now()})
+	}
+}
+
+// Send queues data as one message asking for acknowledgement level, and returns its ticket once
+// the message is in the sent buffer; data may be reused at once. Send blocks only while the sent
+// buffer is full (raising a BufferFull event), until ctx ends.
+func (s *Session) Send(ctx context.Context, data []byte, level AckLevel) (*Ticket, error) {
+	select {
+	case s.sendSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-s.sendSem }()
+	return s.send(ctx, data, level)
+}
+
+// TrySend is Send that never blocks: it returns ErrBufferFull when the message does not fit now.
+func (s *Session) TrySend(data []byte, level AckLevel) (*Ticket, error) {
+	select {
+	case s.sendSem <- struct{}{}:
+	default:
+		return nil, fmt.Errorf("%w: another Send is waiting for room", ErrBufferFull)
+	}
+	defer func() { <-s.sendSem }()
+	return s.send(nil, data, level)
+}
+
+// send runs with sendSem held. ctx nil means never block.
+func (s *Session) send(ctx context.Context, data []byte, level AckLevel) (*Ticket, error) {
+	if level > AckProcessed {
+		return nil, fmt.Errorf("ftsl/oneway: invalid ack level %d", level)
+	}
+	s.mu.Lock()
+	if err := s.sendableLocked(); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	t := &Ticket{mid: s.tq.tail, level: level}
+	s.tq.push(t)
+	s.outstanding++
+	s.mu.Unlock()
+
+	mid, err := s.cs.TrySend(data, level)
+	if errors.Is(err, core.ErrBufferFull) {
+		s.publish(events.BufferFull, 0, StatusPending, err)
+		if ctx != nil {
+			mid, err = s.cs.Send(ctx, data, level)
+		}
+	}
+	if err == nil && mid != t.mid {
+		err = fmt.Errorf("ftsl/oneway: message ID %d, expected %d: is someone else sending on the core session?", mid, t.mid)
+	}
+	if err != nil {
+		s.mu.Lock()
+		if s.tq.tail == t.mid+1 && s.tq.at(t.mid) == t {
+			s.tq.pop()
+		}
+		if !t.ended() {
+			s.outstanding--
+			t.end(StatusFailed, err)
+		}
+		s.checkDrainedLocked()
+		s.mu.Unlock()
+		return nil, err
+	}
+	return t, nil
+}
+
+func (s *Session) sendableLocked() error {
+	if s.ended {
+		return s.endErr
+	}
+	if s.closing {
+		return fmt.Errorf("%w: no new messages once Close was called", ErrSessionClosed)
+	}
+	return nil
+}
+
+// Close ends the session gracefully: it stops new messages, waits until every ticket has ended
+// (the peer acknowledged each message at the level it asked for, or failed it), then closes the
+// session underneath (see core.Session.Close). If ctx ends first, the session is aborted, pending
+// tickets fail with ErrSessionClosed, and ctx's error is returned. Safe to call twice.
+func (s *Session) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.checkDrainedLocked()
+	s.mu.Unlock()
+	select {
+	case <-s.drained:
+	case <-ctx.Done():
+		s.Abort()
+		return ctx.Err()
+	}
+	return s.cs.Close(ctx)
+}
+
+// Abort ends the session at once; pending tickets fail with ErrSessionClosed. Safe to call twice.
+func (s *Session) Abort() { s.cs.Abort() }
+
+func (s *Session) checkDrainedLocked() {
+	if (s.closing || s.ended) && s.outstanding == 0 {
+		select {
+		case <-s.drained:
+		default:
+			close(s.drained)
+		}
+	}
+}
+
+// observer hears the core session's progress and state, and turns it into ticket outcomes and
+// events. Its calls come one at a time, in order.
+type observer struct{ s *Session }
+
+func (o observer) Progress(p core.Progress) {
+	s := o.s
+	s.mu.Lock()
+	last := s.tq.tail - 1
+	for s.ackDone < min(p.Acked, last) {
+		s.ackDone++
+		if t := s.tq.at(s.ackDone); t != nil && t.level == AckNone && !t.ended() {
+			s.outstanding--
+			t.end(StatusDelivered, nil)
+		}
+	}
+	for s.delDone < min(p.Delivered, last) {
+		s.delDone++
+		t := s.tq.at(s.delDone)
+		if t == nil || t.ended() || t.level == AckNone {
+			continue
+		}
+		if t.level == AckDelivered {
+			s.outstanding--
+			t.end(StatusDelivered, nil)
+		} else {
+			t.advance(StatusDelivered)
+		}
+		s.publish(events.MessageDelivered, t.mid, StatusDelivered, nil)
+	}
+	for s.procDone < min(p.Processed, last) {
+		s.procDone++
+		if t := s.tq.at(s.procDone); t != nil && t.level == AckProcessed && !t.ended() {
+			if t.Status() == StatusPending { // processed implies delivered: keep the order of events
+				t.advance(StatusDelivered)
+				s.publish(events.MessageDelivered, t.mid, StatusDelivered, nil)
+			}
+			s.outstanding--
+			t.end(StatusProcessed, nil)
+			s.publish(events.MessageProcessed, t.mid, StatusProcessed, nil)
+		}
+	}
+	s.tq.drop(min(s.ackDone, s.delDone, s.procDone))
+	s.checkDrainedLocked()
+	s.mu.Unlock()
+}
+
+func (o observer) Failed(mid uint64, reason string) {
+	s := o.s
+	s.mu.Lock()
+	if t := s.tq.at(mid); t != nil && !t.ended() {
+		if t.Status() == StatusPending {
+			// The receiver had it (it tried and failed): delivered comes first, as for processed.
+			t.advance(StatusDelivered)
+			s.publish(events.MessageDelivered, mid, StatusDelivered, nil)
+		}
+		err := &RejectedError{Message: mid, Reason: reason}
+		s.outstanding--
+		t.end(StatusFailed, err)
+		s.publish(events.MessageFailed, mid, StatusFailed, err)
+	}
+	s.checkDrainedLocked()
+	s.mu.Unlock()
+}
+
+func (o observer) StateChanged(st core.State, err error) {
+	s := o.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch st {
+	case core.StateDisconnected:
+		s.wasDown = true
+		s.publish(events.SessionReconnecting, 0, StatusPending, err)
+	case core.StateConnected:
+		if s.wasDown {
+			s.wasDown = false
+			s.publish(events.SessionResumed, 0, StatusPending, nil)
+		}
+	case core.StateClosed, core.StateLost:
+		if s.ended {
+			return
+		}
+		s.ended = true
+		if err == nil {
+			err = fmt.Errorf("%w: closed", ErrSessionClosed)
+		}
+		s.endErr = err
+		// Every ticket still pending ends now: the session can no longer tell.
+		for mid := s.tq.head; mid < s.tq.tail; mid++ {
+			if t := s.tq.at(mid); t != nil && !t.ended() {
+				s.outstanding--
+				t.end(StatusFailed, err)
+				s.publish(events.MessageFailed, mid, StatusFailed, err)
+			}
+		}
+		s.tq.drop(s.tq.tail - 1)
+		kind := events.SessionClosed
+		if st == core.StateLost {
+			kind = events.SessionLost
+		}
+		s.publish(kind, 0, StatusPending, err)
+		s.ev.Close()
+		s.cancel()
+		s.checkDrainedLocked()
+	}
+}
+
+// ticketQueue holds tickets by message ID in a ring: IDs head to tail-1 are present (a slot may
+// be nil once its ticket is no longer needed).
+type ticketQueue struct {
+	ring       []*Ticket
+	head, tail uint64
+}
+
+func (q *ticketQueue) init(first uint64) {
+	q.ring = make([]*Ticket, 16)
+	q.head, q.tail = first, first
+}
+
+func (q *ticketQueue) push(t *Ticket) {
+	if q.tail-q.head == uint64(len(q.ring)) {
+		nr := make([]*Ticket, 2*len(q.ring))
+		for id := q.head; id < q.tail; id++ {
+			nr[id&uint64(len(nr)-1)] = q.ring[id&uint64(len(q.ring)-1)]
+		}
+		q.ring = nr
+	}
+	q.ring[q.tail&uint64(len(q.ring)-1)] = t
+	q.tail++
+}
+
+// pop removes the last ticket pushed.
+func (q *ticketQueue) pop() {
+	q.tail--
+	q.ring[q.tail&uint64(len(q.ring)-1)] = nil
+}
+
+func (q *ticketQueue) at(id uint64) *Ticket {
+	if id < q.head || id >= q.tail {
+		return nil
+	}
+	return q.ring[id&uint64(len(q.ring)-1)]
+}
+
+// drop forgets the tickets up to id.
+func (q *ticketQueue) drop(id uint64) {
+	for q.head <= id && q.head < q.tail {
+		q.ring[q.head&uint64(len(q.ring)-1)] = nil
+		q.head++
+	}
+}

@@ -1,0 +1,88 @@
+package oneway
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+)
+
+// Ticket is what Send returns: a handle on what becomes of one message. It ends exactly once:
+// delivered (AckNone, AckDelivered), processed (AckProcessed), or failed. All methods are safe
+// for concurrent use.
+type Ticket struct {
+	mid   uint64
+	level AckLevel
+	state atomic.Uint32 // the Status, with endedBit once final
+
+	mu   sync.Mutex
+	done chan struct{} // made on demand: most tickets are never waited on
+	err  error         // set before endedBit
+}
+
+const endedBit = 1 << 8
+
+// closedChan is the Done channel of every ticket that had ended before anyone asked for it.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// ID is the message ID: the peer's Delivery.ID for the same message.
+func (t *Ticket) ID() uint64 { return t.mid }
+
+// Level is the acknowledgement level the message asked for.
+func (t *Ticket) Level() AckLevel { return t.level }
+
+// Status is what is known now: pending, delivered, processed or failed (the paper's getStatus).
+func (t *Ticket) Status() Status { return Status(t.state.Load() &^ endedBit) }
+
+// Done is closed when the ticket has ended.
+func (t *Ticket) Done() <-chan struct{} {
+	if t.ended() {
+		return closedChan
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ended() {
+		return closedChan
+	}
+	if t.done == nil {
+		t.done = make(chan struct{})
+	}
+	return t.done
+}
+
+// Wait blocks until the ticket ends or ctx does (the paper's blockingGetStatus). It returns the
+// final status and Err; if ctx ends first, the current status and ctx's error.
+func (t *Ticket) Wait(ctx context.Context) (Status, error) {
+	select {
+	case <-t.Done():
+		return t.Status(), t.Err()
+	case <-ctx.Done():
+		return t.Status(), ctx.Err()
+	}
+}
+
+// Err says why the message failed: a *RejectedError with the receiver's reason, or an error
+// matching ErrSessionClosed or ErrSessionLost. It is nil unless the status is failed.
+func (t *Ticket) Err() error {
+	if !t.ended() {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
+
+func (t *Ticket) ended() bool { return t.state.Load()&endedBit != 0 }
+
+// advance records progress short of the end. Called with the session's mu held.
+func (t *Ticket) advance(st Status) { t.state.Store(uint32(st)) }
+
+// end makes the ticket final. Called with the session's mu held, once.
+func (t *Ticket) end(st Status, err error) {
+	t.mu.Lock()
+	t.err = err
+	t.state.Store(uint32(st) | endedBit)
+	if t.done != nil {
+		close(t.done)
+	}
+	t.mu.Unlock()
+}

@@ -4,34 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	mrand "math/rand/v2"
-	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ftsl-go/ftsl/internal/testkit"
+
 	"github.com/ftsl-go/ftsl/internal/faultnet"
 )
 
-// chaosMessages is how many messages each side sends in TestChaos; FTSL_CHAOS_MESSAGES overrides it.
-func chaosMessages() int {
-	if v, err := strconv.Atoi(os.Getenv("FTSL_CHAOS_MESSAGES")); err == nil && v > 0 {
-		return v
-	}
-	if testing.Short() {
-		return 5000
-	}
-	return 50000
-}
-
-// chaosSize draws a message size from 1 B to 64 KiB, uniform in its logarithm: most messages are
-// small, every size class is exercised, and the total stays within a test's budget.
-func chaosSize(r *mrand.Rand) int {
-	return int(math.Exp(r.Float64() * math.Log(64<<10)))
-}
+func chaosSize(r *mrand.Rand) int { return testkit.LogUniformSize(r, 64<<10) }
 
 func chaosLevel(i uint64) AckLevel { return AckLevel((i * 7) % 3) }
 
@@ -44,7 +28,7 @@ func chaosFails(i uint64) bool { return chaosLevel(i) == AckProcessed && i%5 == 
 // in order, byte for byte; every failure must be reported exactly once, before processed passes
 // it; progress never goes backwards; and the connection must really have died hundreds of times.
 func TestChaos(t *testing.T) {
-	n := chaosMessages()
+	n := testkit.ChaosMessages()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d, %d messages each way", seed, n)
 	base := testGoroutines()

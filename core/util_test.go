@@ -12,25 +12,20 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	mrand "math/rand/v2"
 	"net"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ftsl-go/ftsl/internal/testkit"
 )
 
 // transports are the kinds of connection every basic session test runs over.
 var transports = []string{"tcp", "pipe", "tls"}
 
-// testCtx is a context that ends with the test, with a generous bound so a hung test fails
-// with a message instead of the global timeout.
-func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t testing.TB) context.Context { return testkit.Ctx(t) }
 
 // pair is a connected session and the listener that accepted its server end.
 type pair struct {
@@ -97,26 +92,7 @@ func waitDone(t testing.TB, ss ...*Session) {
 	}
 }
 
-// checkGoroutines fails if the goroutine count does not come back to base. Sessions have
-// ended by now (their Done channels closed); the runtime may take a moment to reap the last
-// goroutines, which is not an event we can wait on, hence the polling.
-func checkGoroutines(t testing.TB, base int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= base {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Errorf("goroutines: %d, want <= %d\n%s", n, base, buf)
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+func checkGoroutines(t testing.TB, base int) { t.Helper(); testkit.CheckGoroutines(t, base) }
 
 // pipeListener is a net.Listener whose connections are net.Pipe pairs.
 type pipeListener struct {
@@ -207,17 +183,7 @@ func payload(seed, i uint64, n int) []byte {
 	return b
 }
 
-func fillPayload(b []byte, seed, i uint64) {
-	r := mrand.New(mrand.NewPCG(seed, i))
-	for k := 0; k+8 <= len(b); k += 8 {
-		v := r.Uint64()
-		b[k], b[k+1], b[k+2], b[k+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
-		b[k+4], b[k+5], b[k+6], b[k+7] = byte(v>>32), byte(v>>40), byte(v>>48), byte(v>>56)
-	}
-	for k := len(b) &^ 7; k < len(b); k++ {
-		b[k] = byte(r.Uint64())
-	}
-}
+func fillPayload(b []byte, seed, i uint64) { testkit.Fill(b, seed, i) }
 
 // checkPayload reports how m differs from payload(seed, i, len).
 func checkPayload(m []byte, seed, i uint64, n int) error {

@@ -5,28 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	mrand "math/rand/v2"
-	"os"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ftsl-go/ftsl/internal/testkit"
 
 	"github.com/ftsl-go/ftsl/core"
 	"github.com/ftsl-go/ftsl/events"
 	"github.com/ftsl-go/ftsl/internal/faultnet"
 )
-
-func chaosMessages() int {
-	if v, err := strconv.Atoi(os.Getenv("FTSL_CHAOS_MESSAGES")); err == nil && v > 0 {
-		return v
-	}
-	if testing.Short() {
-		return 5000
-	}
-	return 50000
-}
 
 func chaosLevel(i uint64) AckLevel { return AckLevel((i * 7) % 3) }
 
@@ -35,15 +24,8 @@ func alwaysFails(i uint64) bool { return i%11 == 0 }
 func failsOnce(i uint64) bool   { return i%4 == 0 }
 
 func chaosContent(seed, i uint64) []byte {
-	r := mrand.New(mrand.NewPCG(seed, i))
-	b := make([]byte, int(math.Exp(r.Float64()*math.Log(64<<10))))
-	for k := 0; k < len(b); k += 8 {
-		v := r.Uint64()
-		for j := k; j < min(k+8, len(b)); j++ {
-			b[j] = byte(v)
-			v >>= 8
-		}
-	}
+	b := make([]byte, testkit.LogUniformSize(mrand.New(mrand.NewPCG(seed, i)), 64<<10))
+	testkit.Fill(b, seed, i)
 	return b
 }
 
@@ -53,7 +35,7 @@ func chaosContent(seed, i uint64) []byte {
 // exactly once; every message must be handled in order with the right attempts; and the events
 // must match the tickets one for one.
 func TestChaos(t *testing.T) {
-	n := chaosMessages()
+	n := testkit.ChaosMessages()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d, %d messages each way", seed, n)
 	ccfg := Config{Core: core.Config{BackoffMin: time.Millisecond, BackoffMax: 10 * time.Millisecond, AckDelay: time.Millisecond}}

@@ -9,16 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftsl-go/ftsl/internal/testkit"
+
 	"github.com/ftsl-go/ftsl/core"
 	"github.com/ftsl-go/ftsl/events"
 	"github.com/ftsl-go/ftsl/internal/faultnet"
 )
 
-func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t testing.TB) context.Context { return testkit.Ctx(t) }
 
 type pair struct {
 	client, server *Session
@@ -65,14 +63,7 @@ func newPair(t *testing.T, proxied bool, clientCfg, serverCfg Config) pair {
 				t.Errorf("session did not finish")
 			}
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond) // the runtime reaps goroutines on its own time
-		}
-		if n := runtime.NumGoroutine(); n > base {
-			buf := make([]byte, 1<<20)
-			t.Errorf("goroutines %d > %d\n%s", n, base, buf[:runtime.Stack(buf, true)])
-		}
+		testkit.CheckGoroutines(t, base)
 	})
 	return pair{client: c, server: s, ln: ln, proxy: px}
 }

@@ -19,7 +19,7 @@ type Config struct {
 // Publish never blocks: it queues the event and returns. A goroutine started on demand (and gone
 // when the queue is empty, so an idle dispatcher costs none) calls the callbacks one at a time and
 // then hands the event to the channel, waiting for the application to make room: a burst of
-// events waits in the queue, not in the protocol. Only when the queue itself is full is an event
+// events waits in the queue, not in the protocol. (So the goroutine lives while events wait.) Only when the queue itself is full is an event
 // dropped, and counted. Once the dispatcher is closed, it waits at most CloseGrace for the
 // application to take the rest, then drops it, so nothing outlives the session for long.
 type Dispatcher struct {
@@ -56,8 +56,9 @@ func New(cfg Config) *Dispatcher {
 func (d *Dispatcher) Subscribed() bool { return d.subscribed.Load() }
 
 // OnEvent adds a callback. Callbacks run one at a time, in publication order, on the
-// dispatcher's goroutine (never the publisher's); a slow callback delays later events, and
-// events published meanwhile queue up to QueueSize.
+// dispatcher's goroutine (never the publisher's). A slow callback delays later events, and so
+// does a Channel that is asked for and not read: the same goroutine waits on it. Events
+// published meanwhile queue up to QueueSize.
 func (d *Dispatcher) OnEvent(f func(Event)) {
 	d.mu.Lock()
 	d.callbacks = append(d.callbacks[:len(d.callbacks):len(d.callbacks)], f)
@@ -80,7 +81,8 @@ func (d *Dispatcher) Channel() <-chan Event {
 	return d.ch
 }
 
-// Dropped reports how many events were dropped because the queue or the channel was full.
+// Dropped reports how many events were dropped: published while the queue was full, or left in
+// the queue when the channel stayed full for CloseGrace after Close.
 func (d *Dispatcher) Dropped() uint64 { return d.dropped.Load() }
 
 // Publish queues e for delivery. It never blocks. After Close it does nothing.
@@ -153,6 +155,9 @@ func (d *Dispatcher) run() {
 		d.mu.Lock()
 		if d.n == 0 {
 			d.running = false
+			if len(d.queue) > 1024 {
+				d.queue, d.head = nil, 0 // a burst is over: give its memory back
+			}
 			if d.closed {
 				d.finishLocked()
 			}

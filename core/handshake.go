@@ -142,14 +142,22 @@ func (s *Session) resyncLocked(peer ackBlock) error {
 		return fmt.Errorf("%w: the peer received packets up to %d; this side kept %d to %d",
 			ErrSessionLost, peer.rPID, s.sHeadPID, s.nextPID-1)
 	}
-	s.sentOff = s.highOff // the previous link's writer has returned
+	// The old link's writer has returned. An inline write on it may still be returning, but the
+	// connection is dead and nobody reads what it sends: what the peer has can be freed.
+	s.sentOff = s.highOff
 	if err := s.takeAcksLocked(peer); err != nil {
 		return err
 	}
-	s.writeOff = s.sHead
-	pid := s.sHeadPID
-	for off := s.sHead; off < s.highOff && off < s.sTail; pid++ {
-		var hdr [headerLen]byte
+	// Send again from the first frame the peer lacks. Frames before it may not be freed yet (a
+	// write on the dead connection may still be returning), but the peer has them.
+	off, pid := s.sHead, s.sHeadPID
+	var hdr [headerLen]byte
+	for ; pid <= peer.rPID && off < s.sTail; pid++ {
+		s.sbuf.get(off, hdr[:])
+		off += headerLen + uint64(binary.BigEndian.Uint32(hdr[4:8]))
+	}
+	s.writeOff = off
+	for ; off < s.highOff && off < s.sTail; pid++ {
 		s.sbuf.get(off, hdr[:])
 		hdr[1] |= flagResent
 		s.sbuf.put(off, hdr[:2])
@@ -169,6 +177,7 @@ func (s *Session) startLinkLocked(c net.Conn, ownWriter bool) *link {
 	s.rd.credit = s.releasedCost + s.peer.window
 	s.rd.head, s.rd.dHead = s.rHead, s.dHead
 	s.writerIdle = false
+	s.writingOn, s.pending, s.pendingOn = nil, nil, nil // what was under way belongs to the old link
 	s.lastWrite = time.Now()
 	s.closeSent = false
 	s.pongPending = false

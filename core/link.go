@@ -596,14 +596,15 @@ func (s *Session) writeLoop(l *link) {
 		w := &own
 		var wait time.Duration
 		switch {
-		case s.pending != nil:
+		case s.pending != nil && s.pendingOn == l:
 			// An inline write from Send found the socket full: finish it here, where blocking is fine.
 			w, s.pending = s.pending, nil
-		case s.writing:
+		case s.writingOn == l:
 			// Send is writing inline; it wakes us if it leaves work behind.
 			w.bufs, wait = w.bufs[:0], time.Hour
 		default:
 			wait = s.buildLocked(w, now)
+			s.highOff = max(s.highOff, w.end)
 		}
 		if len(w.bufs) == 0 {
 			if s.state.ended() {
@@ -622,11 +623,11 @@ func (s *Session) writeLoop(l *link) {
 			}
 			continue
 		}
-		s.writing = true
+		s.writingOn = l
 		s.mu.Unlock()
 		_, err := w.bufs.WriteTo(l.conn)
 		s.mu.Lock()
-		final := s.wroteLocked(w, now, err)
+		final := s.wroteLocked(l, w, now, err)
 		s.unlockNotify()
 		if err != nil || final {
 			l.fail(s.linkErr(err))
@@ -637,10 +638,11 @@ func (s *Session) writeLoop(l *link) {
 
 // wroteLocked records that the write of batch w returned, and reports whether the link must close
 // now (the session ended).
-func (s *Session) wroteLocked(w *writeBatch, now time.Time, err error) bool {
-	s.writing = false
+func (s *Session) wroteLocked(l *link, w *writeBatch, now time.Time, err error) bool {
+	if s.writingOn == l {
+		s.writingOn = nil
+	}
 	s.sentOff = max(s.sentOff, w.end)
-	s.highOff = max(s.highOff, w.end)
 	s.lastWrite = now
 	s.freeAckedLocked()
 	return err != nil || w.final || (s.state.ended() && !s.abortPending)
@@ -672,16 +674,19 @@ func (s *Session) writeInlineLocked(l *link) {
 	if len(w.bufs) == 0 {
 		return
 	}
-	s.writing = true
+	s.highOff = max(s.highOff, w.end)
+	s.writingOn = l
 	s.mu.Unlock()
 	done, err := l.raw.tryWrite(&w.bufs)
 	s.mu.Lock()
-	if err == nil && !done {
-		s.pending = w // s.writing stays set until the writer finishes it
+	if err == nil && !done && s.link == l {
+		// writingOn stays set until l's writer finishes the batch (or l dies: a new link
+		// starts afresh, and the peer's resume point says what to send again).
+		s.pending, s.pendingOn = w, l
 		s.wakeWriterLocked()
 		return
 	}
-	if s.wroteLocked(w, now, err) {
+	if s.wroteLocked(l, w, now, err) {
 		l.fail(err)
 		return
 	}

@@ -501,3 +501,54 @@ func TestHandshakeFlood(t *testing.T) {
 	_ = ln.Close()
 	checkGoroutines(t, base)
 }
+
+// TestRequestReplyKills: request-reply traffic (quiet links, so Send writes inline, and large
+// requests leave part of the write to the writer) while the proxy resets the connection often.
+// A write still under way on a dead connection must neither block the next one nor move the
+// resume point.
+func TestRequestReplyKills(t *testing.T) {
+	p := newProxied(t, fastResume, Config{})
+	ctx := testCtx(t)
+	go func() {
+		for {
+			m, err := p.server.Recv(ctx)
+			if err != nil {
+				return
+			}
+			if _, err := p.server.Send(ctx, m.Data, AckNone); err != nil {
+				return
+			}
+		}
+	}()
+	r := mrand.New(mrand.NewPCG(5, 6))
+	kills := 0
+	for i := uint64(1); i <= 2000; i++ {
+		n := r.IntN(2000)
+		if i%50 == 0 {
+			n = 300<<10 + r.IntN(500<<10) // too big for one non-blocking write
+		}
+		if r.IntN(8) == 0 {
+			kills += p.proxy.KillAll()
+		}
+		if _, err := p.client.Send(ctx, payload(8, i, n), AckNone); err != nil {
+			t.Fatal(err)
+		}
+		if i%50 == 0 {
+			kills += p.proxy.KillAll() // while the writer finishes what Send could not write
+		}
+		m, err := p.client.Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.ID != i {
+			t.Fatalf("reply %d has ID %d", i, m.ID)
+		}
+		if err := checkPayload(m.Data, 8, i, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if kills < 50 {
+		t.Fatalf("only %d kills", kills)
+	}
+	t.Logf("%d kills", kills)
+}

@@ -181,12 +181,13 @@ type Session struct {
 	peerFSeq     uint64 // last FAIL sequence applied from the peer
 
 	// Writer bookkeeping. One write at a time is under way on a link: the writer goroutine's, or
-	// an inline one from Send (writing says which is busy); pending is an inline batch the socket
-	// could not take at once, which the writer finishes.
+	// an inline one from Send (writingOn says on which link); pending is an inline batch the
+	// socket could not take at once, which that link's writer finishes.
 	writerIdle   bool
-	writing      bool
+	writingOn    *link // the link a write is under way on, if any
 	inline       writeBatch
 	pending      *writeBatch
+	pendingOn    *link
 	alarmAt      time.Time // when the writer's timer rings
 	sentAck      ackBlock  // the last ack block written on the current link
 	sentAckCost  uint64    // recvCost when it was written
@@ -399,7 +400,7 @@ func (s *Session) send(ctx context.Context, msg []byte, level AckLevel) (uint64,
 	s.stats.MessagesSent++
 	s.stats.BytesSent += uint64(len(msg))
 	s.wakeSendersLocked()
-	if l := s.link; quiet && s.writerIdle && !s.writing && l != nil && l.raw != nil {
+	if l := s.link; quiet && s.writerIdle && s.writingOn == nil && l != nil && l.raw != nil {
 		s.writeInlineLocked(l)
 	} else {
 		s.wakeWriterLocked()

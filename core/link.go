@@ -600,8 +600,8 @@ func (s *Session) writeLoop(l *link) {
 			// An inline write from Send found the socket full: finish it here, where blocking is fine.
 			w, s.pending = s.pending, nil
 		case s.writingOn == l:
-			// Send is writing inline; it wakes us if it leaves work behind.
-			w.bufs, wait = w.bufs[:0], time.Hour
+			// Send is writing inline; it wakes us if it leaves work behind, and sets the alarm.
+			w.bufs, wait = w.bufs[:0], s.peer.heartbeat
 		default:
 			wait = s.buildLocked(w, now)
 			s.highOff = max(s.highOff, w.end)
@@ -694,11 +694,13 @@ func (s *Session) writeInlineLocked(l *link) {
 		s.wakeWriterLocked()
 		return
 	}
-	// The sleeping writer's alarm may be set for the ack this write carried: put it back to the
-	// next heartbeat, so it does not wake for nothing.
-	if s.ackDue.IsZero() && s.alarmAt.Before(now.Add(s.peer.heartbeat)) {
-		s.setAlarmLocked(now, s.peer.heartbeat)
+	// The sleeping writer's alarm may be set for the ack this write carried, or it may have rung
+	// while we wrote: set it for what is due next.
+	next := s.peer.heartbeat
+	if !s.ackDue.IsZero() {
+		next = min(next, max(s.ackDue.Sub(now), 0))
 	}
+	s.setAlarmLocked(now, next)
 }
 
 // buildLocked fills w with what to send now. If there is nothing, it returns how long the writer

@@ -617,3 +617,32 @@ func TestLargeRequestReply(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleAfterRequests: after request-reply traffic (Send writing inline), an idle session keeps
+// its heartbeats going, so neither side declares the connection dead.
+func TestIdleAfterRequests(t *testing.T) {
+	cfg := Config{DeadPeerTimeout: 200 * time.Millisecond}
+	p := newPair(t, "tcp", cfg, cfg)
+	ctx := testCtx(t)
+	for i := 0; i < 300; i++ {
+		if _, err := p.client.Send(ctx, []byte("ping"), AckNone); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.server.Recv(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.server.Send(ctx, []byte("pong"), AckNone); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.client.Recv(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(8 * cfg.DeadPeerTimeout) // the test: nothing may happen while idle
+	if c, s := p.client.Stats(), p.server.Stats(); c.Reconnects+s.Reconnects != 0 {
+		t.Fatalf("reconnects: client %d, server %d", c.Reconnects, s.Reconnects)
+	}
+	if st := p.client.Stats(); st.RTT <= 0 {
+		t.Fatal("no heartbeat round trip measured")
+	}
+}

@@ -6,9 +6,6 @@ import (
 	"unsafe"
 )
 
-// inlineWrites says whether Send may write to a TCP socket itself (see writeInlineLocked).
-const inlineWrites = true
-
 // rawWriter makes non-blocking writev calls on a socket. Its callback is bound once, so a write
 // allocates nothing.
 type rawWriter struct {

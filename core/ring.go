@@ -59,9 +59,6 @@ func (r *ring) get(off uint64, p []byte) {
 	copy(p[n:], r.buf)
 }
 
-// at returns the byte at offset off.
-func (r *ring) at(off uint64) byte { return r.buf[off&uint64(len(r.buf)-1)] }
-
 // view returns the dataHdrLen bytes at off: in place when they do not wrap, else copied into
 // scratch.
 func (r *ring) view(off uint64, scratch *[dataHdrLen]byte) []byte {

@@ -351,8 +351,11 @@ func (s *Session) Send(ctx context.Context, msg []byte, level AckLevel) (uint64,
 
 // TrySend is Send that never blocks: it returns ErrBufferFull when msg does not fit now.
 func (s *Session) TrySend(msg []byte, level AckLevel) (uint64, error) {
-	return s.send(nil, msg, level)
+	return s.send(nonBlocking, msg, level)
 }
+
+// nonBlocking is the context TrySend passes: send never waits on it.
+var nonBlocking = context.Background()
 
 func (s *Session) send(ctx context.Context, msg []byte, level AckLevel) (uint64, error) {
 	if level > AckProcessed {
@@ -365,7 +368,7 @@ func (s *Session) send(ctx context.Context, msg []byte, level AckLevel) (uint64,
 		return 0, err
 	}
 	if !s.roomLocked(cost, false) || len(s.waiters) > 0 {
-		if ctx == nil {
+		if ctx == nonBlocking {
 			s.mu.Unlock()
 			return 0, ErrBufferFull
 		}

@@ -132,7 +132,7 @@ func (s *Session) Send(ctx context.Context, data []byte, level AckLevel) (*Ticke
 		return nil, ctx.Err()
 	}
 	defer func() { <-s.sendSem }()
-	return s.send(ctx, data, level)
+	return s.send(ctx, data, level, true)
 }
 
 // TrySend is Send that never blocks: it returns ErrBufferFull when the message does not fit now.
@@ -143,11 +143,11 @@ func (s *Session) TrySend(data []byte, level AckLevel) (*Ticket, error) {
 		return nil, fmt.Errorf("%w: another Send is waiting for room", ErrBufferFull)
 	}
 	defer func() { <-s.sendSem }()
-	return s.send(nil, data, level)
+	return s.send(context.Background(), data, level, false)
 }
 
-// send runs with sendSem held. ctx nil means never block.
-func (s *Session) send(ctx context.Context, data []byte, level AckLevel) (*Ticket, error) {
+// send runs with sendSem held; it waits for room only if block.
+func (s *Session) send(ctx context.Context, data []byte, level AckLevel, block bool) (*Ticket, error) {
 	if level > AckProcessed {
 		return nil, fmt.Errorf("ftsl/oneway: invalid ack level %d", level)
 	}
@@ -164,7 +164,7 @@ func (s *Session) send(ctx context.Context, data []byte, level AckLevel) (*Ticke
 	mid, err := s.cs.TrySend(data, level)
 	if errors.Is(err, core.ErrBufferFull) {
 		s.publish(events.BufferFull, 0, StatusPending, err)
-		if ctx != nil {
+		if block {
 			mid, err = s.cs.Send(ctx, data, level)
 		}
 	}

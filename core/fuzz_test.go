@@ -51,7 +51,7 @@ func FuzzParseHeader(f *testing.F) {
 			if n := h.dataPayloadLen(); n < 0 || n > MaxFramePayload {
 				t.Fatalf("accepted DATA with payload length %d", n)
 			}
-			if h.flags&levelMask == levelMask || h.flags&^dataFlags != 0 || (h.flags&flagCancel != 0 && h.flags&flagEOM == 0) {
+			if h.flags&levelMask == levelMask || h.flags&^dataFlags != 0 || (h.flags&flagCancel != 0 && (h.flags&flagEOM == 0 || h.dataPayloadLen() != 0)) {
 				t.Fatalf("accepted DATA flags %#02x", h.flags)
 			}
 		} else if h.flags != 0 {
@@ -397,6 +397,9 @@ func wireRefReceive(p []byte) wireRefResult {
 		}
 		if length < fixed || length-fixed > 65536 {
 			return fail("DATA length %d for flags %#02x", length, fl)
+		}
+		if fl&0x08 != 0 && length != fixed { // a cancel carries no payload
+			return fail("DATA cancel with %d payload bytes", length-fixed)
 		}
 		if uint32(len(p)) < 8+fixed {
 			return r

@@ -58,20 +58,17 @@ func (s *Session) connect(ctx context.Context, resuming bool) (net.Conn, welcome
 	if err != nil {
 		return nil, welcome{}, err
 	}
-	w, err := s.clientHandshake(hctx, c, addr, resuming)
+	hc, w, err := s.clientHandshake(hctx, c, addr, resuming)
 	if err != nil {
 		_ = c.Close()
 		return nil, welcome{}, err
 	}
-	return w.conn, w.welcome, nil
+	return hc, w, nil
 }
 
-type clientResult struct {
-	conn net.Conn
-	welcome
-}
-
-func (s *Session) clientHandshake(ctx context.Context, c net.Conn, addr string, resuming bool) (clientResult, error) {
+// clientHandshake runs TLS if configured and HELLO or RESUME on c; it returns the connection to
+// use from then on (c, or TLS over it) and the server's WELCOME.
+func (s *Session) clientHandshake(ctx context.Context, c net.Conn, addr string, resuming bool) (net.Conn, welcome, error) {
 	deadline, _ := ctx.Deadline()
 	_ = c.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) }) // cancel unblocks I/O
@@ -86,7 +83,7 @@ func (s *Session) clientHandshake(ctx context.Context, c net.Conn, addr string, 
 		}
 		tc := tls.Client(c, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
-			return clientResult{}, fmt.Errorf("ftsl/core: TLS handshake: %w", err)
+			return nil, welcome{}, fmt.Errorf("ftsl/core: TLS handshake: %w", err)
 		}
 		c = tc
 	}
@@ -108,31 +105,31 @@ func (s *Session) clientHandshake(ctx context.Context, c net.Conn, addr string, 
 		frame = buf[:headerLen+helloLen]
 	}
 	if err := writeAll(c, frame); err != nil {
-		return clientResult{}, err
+		return nil, welcome{}, err
 	}
 	h, body, err := readHandshakeFrame(c, &buf, frameWelcome, frameReject)
 	if err != nil {
-		return clientResult{}, err
+		return nil, welcome{}, err
 	}
 	if h.typ == frameReject {
 		code, reason, err := parseCodeReason(h.typ, body)
 		if err != nil {
-			return clientResult{}, err
+			return nil, welcome{}, err
 		}
-		return clientResult{}, &RejectError{Code: RejectCode(code), Reason: reason}
+		return nil, welcome{}, &RejectError{Code: RejectCode(code), Reason: reason}
 	}
 	w, err := parseWelcome(body)
 	if err != nil {
-		return clientResult{}, err
+		return nil, welcome{}, err
 	}
 	if w.version < minVersion || w.version > maxVersion {
-		return clientResult{}, protocolError("WELCOME: version %d, offered [%d, %d]", w.version, minVersion, maxVersion)
+		return nil, welcome{}, protocolError("WELCOME: version %d, offered [%d, %d]", w.version, minVersion, maxVersion)
 	}
 	if resuming && (w.sid != s.id || w.token != [tokenLen]byte{}) {
-		return clientResult{}, protocolError("WELCOME: resumed session %d, asked for %d", w.sid, s.id)
+		return nil, welcome{}, protocolError("WELCOME: resumed session %d, asked for %d", w.sid, s.id)
 	}
 	_ = c.SetDeadline(time.Time{})
-	return clientResult{conn: c, welcome: w}, nil
+	return c, w, nil
 }
 
 // resyncLocked reconciles the send side with what the peer says it received, after a

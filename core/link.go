@@ -719,6 +719,12 @@ func (s *Session) buildLocked(w *writeBatch, now time.Time) time.Duration {
 	if s.pongPending {
 		s.pongPending = false
 		w.ctrl = appendSimple(w.ctrl, framePong, s.pongValue)
+		if now.Sub(s.pingSent) >= s.peer.heartbeat {
+			// On an idle link the side that pings first stays first, and its PONGs would keep the
+			// other side from ever pinging: ask back, so both ends learn the round-trip time.
+			s.pingSent = now
+			w.ctrl = appendSimple(w.ctrl, framePing, uint64(now.UnixNano()))
+		}
 	}
 	for ; s.failWritten < len(s.fails); s.failWritten++ {
 		w.ctrl = s.fails[s.failWritten].appendFrame(w.ctrl)

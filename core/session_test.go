@@ -208,7 +208,7 @@ func fill(t *testing.T, s *Session, msg []byte) int {
 // the session of heartbeats and acks (credit keeps data from blocking them).
 func TestSlowReaderKeepsSessionAlive(t *testing.T) {
 	cfg := Config{MaxMessageSize: 1000, SendBufferBytes: 8 << 10, ReceiveBufferBytes: 8 << 10,
-		DeadPeerTimeout: 150 * time.Millisecond}
+		DeadPeerTimeout: 300 * time.Millisecond} // margin for a loaded CI machine
 	p := newPair(t, "tcp", cfg, cfg)
 	ctx := testCtx(t)
 	rec := newRecorder()
@@ -621,7 +621,7 @@ func TestLargeRequestReply(t *testing.T) {
 // TestIdleAfterRequests: after request-reply traffic (Send writing inline), an idle session keeps
 // its heartbeats going, so neither side declares the connection dead.
 func TestIdleAfterRequests(t *testing.T) {
-	cfg := Config{DeadPeerTimeout: 200 * time.Millisecond}
+	cfg := Config{DeadPeerTimeout: 300 * time.Millisecond} // margin for a loaded CI machine
 	p := newPair(t, "tcp", cfg, cfg)
 	ctx := testCtx(t)
 	for i := 0; i < 300; i++ {

@@ -283,7 +283,8 @@ func TestHandle(t *testing.T) {
 	}
 	flaky, _ := p.client.Send(ctx, []byte("flaky"), AckProcessed)
 	broken, _ := p.client.Send(ctx, []byte("broken"), AckProcessed)
-	fine, _ := p.client.Send(ctx, []byte("fine"), AckNone)
+	// AckProcessed, so that its ticket ends only after the handler has recorded it.
+	fine, _ := p.client.Send(ctx, []byte("fine"), AckProcessed)
 	if st, err := flaky.Wait(ctx); st != StatusProcessed || err != nil {
 		t.Fatalf("flaky: %v %v", st, err)
 	}
@@ -291,7 +292,7 @@ func TestHandle(t *testing.T) {
 	if st != StatusFailed || !errors.Is(err, ErrRejected) || err.(*RejectedError).Reason != "broken on attempt 3" {
 		t.Fatalf("broken: %v %v", st, err)
 	}
-	if st, err := fine.Wait(ctx); st != StatusDelivered || err != nil {
+	if st, err := fine.Wait(ctx); st != StatusProcessed || err != nil {
 		t.Fatalf("fine: %v %v", st, err)
 	}
 	mu.Lock()

@@ -33,7 +33,10 @@ func TestChaos(t *testing.T) {
 	t.Logf("seed %d, %d messages each way", seed, n)
 	base := testGoroutines()
 
-	ln, err := Listen("127.0.0.1:0", Config{AckDelay: time.Millisecond})
+	// Heartbeats every few milliseconds put PINGs, PONGs and the buffer trimming they trigger
+	// into the mix whenever a side falls idle.
+	const heartbeat = 5 * time.Millisecond
+	ln, err := Listen("127.0.0.1:0", Config{AckDelay: time.Millisecond, HeartbeatInterval: heartbeat})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +61,8 @@ func TestChaos(t *testing.T) {
 		}
 		return faultnet.Plan{}
 	})
-	cfg := Config{BackoffMin: time.Millisecond, BackoffMax: 10 * time.Millisecond, AckDelay: time.Millisecond, Dial: d.DialContext}
+	cfg := Config{BackoffMin: time.Millisecond, BackoffMax: 10 * time.Millisecond, AckDelay: time.Millisecond,
+		HeartbeatInterval: heartbeat, Dial: d.DialContext}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var client *Session

@@ -145,8 +145,7 @@ func (s *Session) resyncLocked(peer ackBlock) error {
 	if err := s.takeAcksLocked(peer); err != nil {
 		return err
 	}
-	// Send again from the first frame the peer lacks. Frames before it may not be freed yet (a
-	// write on the dead connection may still be returning), but the peer has them.
+	// Send again from the first frame the peer lacks.
 	off, pid := s.sHead, s.sHeadPID
 	var hdr [headerLen]byte
 	for ; pid <= peer.rPID && off < s.sTail; pid++ {
@@ -154,6 +153,10 @@ func (s *Session) resyncLocked(peer ackBlock) error {
 		off += headerLen + uint64(binary.BigEndian.Uint32(hdr[4:8]))
 	}
 	s.writeOff = off
+	// What follows goes again on the new link, and may be freed only once that Write returns:
+	// a peer can acknowledge a frame while the Write sending it is still under way, and the
+	// race detector counts a Write's bytes as read only when it returns.
+	s.sentOff = off
 	for ; off < s.highOff && off < s.sTail; pid++ {
 		s.sbuf.get(off, hdr[:])
 		hdr[1] |= flagResent

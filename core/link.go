@@ -86,6 +86,9 @@ type recDesc struct {
 	flags uint8  // level bits, recResent, recCancelled
 }
 
+// recDescSize is a recDesc's size in memory, padding included, for Stats.BufferMemory.
+const recDescSize = 24
+
 // restart drops whatever was half read when the previous link died: the peer resends it whole.
 func (r *readState) restart() {
 	r.ftail = r.tail
@@ -157,6 +160,14 @@ func (s *Session) readLoop(l *link) {
 			}
 			if !s.publish(l, &b) {
 				return
+			}
+			if b.ping {
+				// The peer has sent nothing else for a heartbeat interval: a good moment to give
+				// back what a burst made the buffers grow to, if the application has caught up.
+				if r == w && len(buf) > minReadBuf {
+					buf, r, w = make([]byte, minReadBuf), 0, 0
+				}
+				s.trimReceive()
 			}
 			if b.woke && b.frames == 1 {
 				// A lone message for a waiting Recv is the request-reply pattern: let the woken Recv
@@ -370,9 +381,28 @@ func (s *Session) endDataFrame(b *readBatch) {
 	b.newData = true
 }
 
+// trimReceive drops the receive ring and descriptors, which grow with bursts, once everything in
+// them has been taken by Recv and released. They are allocated again, small, when data comes.
+// The reader calls it.
+func (s *Session) trimReceive() {
+	rd := &s.rd
+	if rd.inFrame > 0 || rd.inMsg || (len(rd.ring.buf) <= minRingCap && len(rd.descs) <= minDescs) {
+		return
+	}
+	s.mu.Lock()
+	if s.rHead == rd.tail && s.dHead == rd.dTail && !s.held.active {
+		rd.ring, rd.descs = ring{}, nil
+		s.rbuf, s.descs = rd.ring, rd.descs
+		rd.head, rd.dHead = s.rHead, s.dHead
+	}
+	s.mu.Unlock()
+}
+
+const minDescs = 64
+
 // growDescs doubles a descriptor ring, keeping entries [head, tail) at their indexes.
 func growDescs(old []recDesc, head, tail uint64) []recDesc {
-	nd := make([]recDesc, max(64, 2*len(old)))
+	nd := make([]recDesc, max(minDescs, 2*len(old)))
 	for i := head; i < tail; i++ {
 		nd[i&uint64(len(nd)-1)] = old[i&uint64(len(old)-1)]
 	}
@@ -642,9 +672,13 @@ func (s *Session) wroteLocked(l *link, w *writeBatch, now time.Time, err error) 
 	if s.writingOn == l {
 		s.writingOn = nil
 	}
-	s.sentOff = max(s.sentOff, w.end)
-	s.lastWrite = now
-	s.freeAckedLocked()
+	if s.link == l {
+		// A write returning on a link that a resume replaced counts for nothing here: the
+		// resync has already decided what goes again, and the new link's writes guard it.
+		s.sentOff = max(s.sentOff, w.end)
+		s.lastWrite = now
+		s.freeAckedLocked()
+	}
 	return err != nil || w.final || (s.state.ended() && !s.abortPending)
 }
 
@@ -791,6 +825,11 @@ func (s *Session) buildLocked(w *writeBatch, now time.Time) time.Duration {
 	}
 	hb := s.lastWrite.Add(s.peer.heartbeat)
 	if !now.Before(hb) {
+		if s.sHead == s.sTail && !s.streamOpen && len(s.sbuf.buf) > minRingCap {
+			// Idle for a heartbeat interval with nothing unacknowledged: give back what a burst
+			// made the sent buffer grow to. A write still under way keeps the old array alive.
+			s.sbuf = ring{}
+		}
 		s.pingSent = now
 		w.ctrl = appendSimple(w.ctrl, framePing, uint64(now.UnixNano()))
 		w.bufs = append(w.bufs, w.ctrl)

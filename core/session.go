@@ -88,14 +88,17 @@ type Observer interface {
 	StateChanged(st State, err error)
 }
 
-// Stats are a session's counters.
+// Stats are a session's counters. The buffers grow on demand up to their bounds; after a
+// heartbeat interval with nothing to send, or nothing coming, an emptied buffer gives its memory
+// back.
 type Stats struct {
-	MessagesSent, MessagesReceived uint64 // whole messages, accepted by Send / returned by Recv
-	BytesSent, BytesReceived       uint64 // message bytes, headers excluded
-	FramesResent                   uint64 // DATA frames sent again after a connection broke
-	Reconnects                     uint64 // connections after the first one
-	SendBuffered, RecvBuffered     int    // bytes in the sent and received buffers now
-	RTT                            time.Duration
+	MessagesSent, MessagesReceived uint64        // whole messages, accepted by Send / returned by Recv
+	BytesSent, BytesReceived       uint64        // message bytes, headers excluded
+	FramesResent                   uint64        // DATA frames sent again after a connection broke
+	Reconnects                     uint64        // connections after the first one
+	SendBuffered, RecvBuffered     int           // bytes in the sent and received buffers now
+	BufferMemory                   int           // bytes those buffers have allocated
+	RTT                            time.Duration // the last heartbeat's round trip
 }
 
 // Session is one end of an FTSL session: a message stream each way that outlives any number
@@ -331,6 +334,7 @@ func (s *Session) Stats() Stats {
 	st := s.stats
 	st.SendBuffered = int(s.sTail - s.sHead)
 	st.RecvBuffered = int(s.rDone - s.rHead)
+	st.BufferMemory = len(s.sbuf.buf) + len(s.rbuf.buf) + len(s.descs)*recDescSize
 	return st
 }
 

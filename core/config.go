@@ -16,7 +16,9 @@ import (
 type Config struct {
 	// SendBufferBytes bounds the sent buffer: messages accepted by Send and not yet acknowledged
 	// by the peer, counted with their 24-byte frame headers. Send blocks (TrySend fails) while a
-	// message does not fit. Default 4 MiB; at least one message of MaxMessageSize.
+	// message does not fit. Default 4 MiB; at least one message of MaxMessageSize. Both
+	// buffers take memory as they fill, not up front, and give it back once emptied and idle
+	// for a heartbeat interval (Stats.BufferMemory).
 	SendBufferBytes int
 
 	// ReceiveBufferBytes bounds the received buffer: messages received and not yet read by the

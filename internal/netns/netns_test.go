@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -428,7 +429,8 @@ func foreignThreads(t *testing.T, host string) []string {
 func TestSweepsLeftovers(t *testing.T) {
 	requireNetns(t)
 	dead := 0
-	for pid := 4194303; pid > 4194000; pid-- {
+	// Start at a random pid, so that two test processes running at once pick different ones.
+	for pid := 4194303 - rand.IntN(100000); pid > 4000000; pid-- {
 		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
 			dead = pid
 			break

@@ -350,18 +350,17 @@ func (s *Session) Observe(o Observer) {
 // message ID once msg is copied into the sent buffer; msg may be reused at once. It blocks while
 // the buffer is full, until ctx ends. Messages longer than MaxFramePayload are sent in chunks.
 func (s *Session) Send(ctx context.Context, msg []byte, level AckLevel) (uint64, error) {
-	return s.send(ctx, msg, level)
+	return s.send(ctx, msg, level, true)
 }
 
 // TrySend is Send that never blocks: it returns ErrBufferFull when msg does not fit now.
 func (s *Session) TrySend(msg []byte, level AckLevel) (uint64, error) {
-	return s.send(nonBlocking, msg, level)
+	return s.send(context.Background(), msg, level, false)
 }
 
-// nonBlocking is the context TrySend passes: send never waits on it.
-var nonBlocking = context.Background()
-
-func (s *Session) send(ctx context.Context, msg []byte, level AckLevel) (uint64, error) {
+// send queues msg. Without wait (TrySend) it fails with ErrBufferFull rather than block. (A
+// sentinel context cannot say this: context.Background() values compare equal.)
+func (s *Session) send(ctx context.Context, msg []byte, level AckLevel, wait bool) (uint64, error) {
 	if level > AckProcessed {
 		return 0, fmt.Errorf("ftsl/core: invalid ack level %d", level)
 	}
@@ -372,7 +371,7 @@ func (s *Session) send(ctx context.Context, msg []byte, level AckLevel) (uint64,
 		return 0, err
 	}
 	if !s.roomLocked(cost, false) || len(s.waiters) > 0 {
-		if ctx == nonBlocking {
+		if !wait {
 			s.mu.Unlock()
 			return 0, ErrBufferFull
 		}

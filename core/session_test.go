@@ -170,10 +170,11 @@ func TestBufferFull(t *testing.T) {
 	if _, err := p.client.TrySend(msg, AckNone); !errors.Is(err, ErrBufferFull) {
 		t.Fatalf("TrySend on a full buffer: %v", err)
 	}
-	// A blocked Send completes once the reader makes room.
+	// A blocked Send completes once the reader makes room, whatever its context: one that
+	// never ends (context.Background()) must block, not fail like TrySend.
 	done := make(chan error, 1)
 	go func() {
-		_, err := p.client.Send(ctx, msg, AckNone)
+		_, err := p.client.Send(context.Background(), msg, AckNone)
 		done <- err
 	}()
 	for i := 0; i < sent+1; i++ {
@@ -182,8 +183,13 @@ func TestBufferFull(t *testing.T) {
 			t.Fatalf("recv %d: ID %d, %v", i+1, m.ID, err)
 		}
 	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the blocked Send never completed")
 	}
 }
 

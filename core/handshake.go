@@ -139,25 +139,19 @@ func (s *Session) resyncLocked(peer ackBlock) error {
 		return fmt.Errorf("%w: the peer received packets up to %d; this side kept %d to %d",
 			ErrSessionLost, peer.rPID, s.sHeadPID, s.nextPID-1)
 	}
-	// The old link's writer has returned. An inline write on it may still be returning, but the
-	// connection is dead and nobody reads what it sends: what the peer has can be freed.
+	// The old link's writer has returned (an inline write still returning on it writes to a dead
+	// connection): every frame the peer has can be freed, and the oldest frame kept after that is
+	// the first the peer lacks.
 	s.sentOff = s.highOff
 	if err := s.takeAcksLocked(peer); err != nil {
 		return err
 	}
-	// Send again from the first frame the peer lacks.
-	off, pid := s.sHead, s.sHeadPID
+	// Send again from there. Those frames may be freed only once the new link's Write returns:
+	// a peer can acknowledge a frame while the Write sending it is still under way, and the race
+	// detector counts a Write's bytes as read only when it returns.
+	s.writeOff, s.sentOff = s.sHead, s.sHead
 	var hdr [headerLen]byte
-	for ; pid <= peer.rPID && off < s.sTail; pid++ {
-		s.sbuf.get(off, hdr[:])
-		off += headerLen + uint64(binary.BigEndian.Uint32(hdr[4:8]))
-	}
-	s.writeOff = off
-	// What follows goes again on the new link, and may be freed only once that Write returns:
-	// a peer can acknowledge a frame while the Write sending it is still under way, and the
-	// race detector counts a Write's bytes as read only when it returns.
-	s.sentOff = off
-	for ; off < s.highOff && off < s.sTail; pid++ {
+	for off := s.sHead; off < s.highOff && off < s.sTail; {
 		s.sbuf.get(off, hdr[:])
 		hdr[1] |= flagResent
 		s.sbuf.put(off, hdr[:2])

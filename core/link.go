@@ -634,7 +634,6 @@ func (s *Session) writeLoop(l *link) {
 			w.bufs, wait = w.bufs[:0], s.peer.heartbeat
 		default:
 			wait = s.buildLocked(w, now)
-			s.highOff = max(s.highOff, w.end)
 		}
 		if len(w.bufs) == 0 {
 			if s.state.ended() {
@@ -708,7 +707,6 @@ func (s *Session) writeInlineLocked(l *link) {
 	if len(w.bufs) == 0 {
 		return
 	}
-	s.highOff = max(s.highOff, w.end)
 	s.writingOn = l
 	s.mu.Unlock()
 	done, err := l.raw.tryWrite(&w.bufs)
@@ -802,6 +800,7 @@ func (s *Session) buildLocked(w *writeBatch, now time.Time) time.Duration {
 		s.writeOff = to
 	}
 	w.end = s.writeOff
+	s.highOff = max(s.highOff, w.end) // a Write follows at once
 	drained := s.sHead == s.sTail && !s.streamOpen && len(s.fails) == 0
 	if drained && s.closeLocal && !s.closeSent {
 		s.closeSent = true

@@ -19,8 +19,8 @@ type Config struct {
 // Publish never blocks: it queues the event and returns. A goroutine started on demand (and gone
 // when the queue is empty, so an idle dispatcher costs none) calls the callbacks one at a time and
 // then hands the event to the channel, waiting for the application to make room: a burst of
-// events waits in the queue, not in the protocol. (So the goroutine lives while events wait.) Only when the queue itself is full is an event
-// dropped, and counted. Once the dispatcher is closed, it waits at most CloseGrace for the
+// events waits in the queue, not in the protocol (so the goroutine lives while events wait).
+// Only when the queue itself is full is an event dropped, and counted. Once the dispatcher is closed, it waits at most CloseGrace for the
 // application to take the rest, then drops it, so nothing outlives the session for long.
 type Dispatcher struct {
 	queueSize   int

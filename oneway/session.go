@@ -177,8 +177,7 @@ func (s *Session) send(ctx context.Context, data []byte, level AckLevel, block b
 			s.tq.pop()
 		}
 		if !t.ended() {
-			s.outstanding--
-			t.end(StatusFailed, err)
+			s.endTicketLocked(t, StatusFailed, err)
 		}
 		s.checkDrainedLocked()
 		s.mu.Unlock()
@@ -218,6 +217,12 @@ func (s *Session) Close(ctx context.Context) error {
 // Abort ends the session at once; pending tickets fail with ErrSessionClosed. Safe to call twice.
 func (s *Session) Abort() { s.cs.Abort() }
 
+// endTicketLocked ends t, which is counted among the outstanding tickets until then.
+func (s *Session) endTicketLocked(t *Ticket, st Status, err error) {
+	s.outstanding--
+	t.end(st, err)
+}
+
 func (s *Session) checkDrainedLocked() {
 	if (s.closing || s.ended) && s.outstanding == 0 {
 		select {
@@ -239,8 +244,7 @@ func (o observer) Progress(p core.Progress) {
 	for s.ackDone < min(p.Acked, last) {
 		s.ackDone++
 		if t := s.tq.at(s.ackDone); t != nil && t.level == AckNone && !t.ended() {
-			s.outstanding--
-			t.end(StatusDelivered, nil)
+			s.endTicketLocked(t, StatusDelivered, nil)
 		}
 	}
 	for s.delDone < min(p.Delivered, last) {
@@ -250,8 +254,7 @@ func (o observer) Progress(p core.Progress) {
 			continue
 		}
 		if t.level == AckDelivered {
-			s.outstanding--
-			t.end(StatusDelivered, nil)
+			s.endTicketLocked(t, StatusDelivered, nil)
 		} else {
 			t.advance(StatusDelivered)
 		}
@@ -264,8 +267,7 @@ func (o observer) Progress(p core.Progress) {
 				t.advance(StatusDelivered)
 				s.publish(events.MessageDelivered, t.mid, StatusDelivered, nil)
 			}
-			s.outstanding--
-			t.end(StatusProcessed, nil)
+			s.endTicketLocked(t, StatusProcessed, nil)
 			s.publish(events.MessageProcessed, t.mid, StatusProcessed, nil)
 		}
 	}
@@ -284,8 +286,7 @@ func (o observer) Failed(mid uint64, reason string) {
 			s.publish(events.MessageDelivered, mid, StatusDelivered, nil)
 		}
 		err := &RejectedError{Message: mid, Reason: reason}
-		s.outstanding--
-		t.end(StatusFailed, err)
+		s.endTicketLocked(t, StatusFailed, err)
 		s.publish(events.MessageFailed, mid, StatusFailed, err)
 	}
 	s.checkDrainedLocked()
@@ -317,8 +318,7 @@ func (o observer) StateChanged(st core.State, err error) {
 		// Every ticket still pending ends now: the session can no longer tell.
 		for mid := s.tq.head; mid < s.tq.tail; mid++ {
 			if t := s.tq.at(mid); t != nil && !t.ended() {
-				s.outstanding--
-				t.end(StatusFailed, err)
+				s.endTicketLocked(t, StatusFailed, err)
 				s.publish(events.MessageFailed, mid, StatusFailed, err)
 			}
 		}

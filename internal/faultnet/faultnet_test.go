@@ -792,11 +792,7 @@ func TestConnStall(t *testing.T) {
 		raw, _ := tcpPair(t)
 		c := Wrap(raw, Plan{})
 		c.Stall()
-		done := make(chan error, 1)
-		go func() {
-			_, err := c.Read(make([]byte, 1))
-			done <- err
-		}()
+		done := readInBackground(c)
 		c.Close()
 		if err := waitErr(t, done, "stalled read"); !errors.Is(err, net.ErrClosed) {
 			t.Errorf("err = %v, want net.ErrClosed", err)
@@ -806,11 +802,7 @@ func TestConnStall(t *testing.T) {
 	t.Run("stall during blocked read", func(t *testing.T) {
 		raw, peer := tcpPair(t)
 		c := Wrap(raw, Plan{})
-		done := make(chan error, 1)
-		go func() {
-			_, err := c.Read(make([]byte, 1))
-			done <- err
-		}()
+		done := readInBackground(c)
 		c.Stall()
 		// Bytes arriving after the stall are lost; the Read keeps
 		// waiting until the deadline.
@@ -825,11 +817,7 @@ func TestConnStall(t *testing.T) {
 		raw, peer := tcpPair(t)
 		c := Wrap(raw, Plan{})
 		c.Stall()
-		done := make(chan error, 1)
-		go func() {
-			_, err := c.Read(make([]byte, 1))
-			done <- err
-		}()
+		done := readInBackground(c)
 		c.Cut()
 		if err := waitErr(t, done, "stalled read"); !errors.Is(err, syscall.ECONNRESET) {
 			t.Errorf("err = %v, want injected reset", err)
@@ -950,4 +938,14 @@ func TestDialer(t *testing.T) {
 			t.Error("failed dial recorded")
 		}
 	})
+}
+
+// readInBackground starts a one-byte Read on c and returns where its error will come.
+func readInBackground(c net.Conn) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 1))
+		done <- err
+	}()
+	return done
 }

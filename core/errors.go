@@ -99,3 +99,18 @@ func (c RejectCode) String() string {
 	}
 	return fmt.Sprintf("reject code %d", uint16(c))
 }
+
+func errorWithReason(sentinel error, what, why string) error {
+	if why == "" {
+		return &wrapped{sentinel, what}
+	}
+	return &wrapped{sentinel, what + ": " + why}
+}
+
+type wrapped struct {
+	sentinel error
+	msg      string
+}
+
+func (w *wrapped) Error() string { return w.sentinel.Error() + ": " + w.msg }
+func (w *wrapped) Unwrap() error { return w.sentinel }

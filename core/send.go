@@ -1,0 +1,182 @@
+package core
+
+import (
+	"context"
+	"fmt"
+)
+
+// Send queues msg as one message, asking the peer for acknowledgement level. It returns the
+// message ID once msg is copied into the sent buffer; msg may be reused at once. It blocks while
+// the buffer is full, until ctx ends. Messages longer than MaxFramePayload are sent in chunks.
+func (s *Session) Send(ctx context.Context, msg []byte, level AckLevel) (uint64, error) {
+	return s.send(ctx, msg, level, true)
+}
+
+// TrySend is Send that never blocks: it returns ErrBufferFull when msg does not fit now.
+func (s *Session) TrySend(msg []byte, level AckLevel) (uint64, error) {
+	return s.send(context.Background(), msg, level, false)
+}
+
+// send queues msg. Without wait (TrySend) it fails with ErrBufferFull rather than block. (A
+// sentinel context cannot say this: context.Background() values compare equal.)
+func (s *Session) send(ctx context.Context, msg []byte, level AckLevel, wait bool) (uint64, error) {
+	if level > AckProcessed {
+		return 0, fmt.Errorf("ftsl/core: invalid ack level %d", level)
+	}
+	cost := messageCost(len(msg))
+	s.mu.Lock()
+	if err := s.sendableLocked(len(msg)); err != nil {
+		s.mu.Unlock()
+		return 0, err
+	}
+	if !s.roomLocked(cost, false) || len(s.waiters) > 0 {
+		if !wait {
+			s.mu.Unlock()
+			return 0, ErrBufferFull
+		}
+		if err := s.waitRoomLocked(ctx, cost, false); err != nil {
+			s.mu.Unlock()
+			return 0, err
+		}
+		if err := s.sendableLocked(len(msg)); err != nil {
+			s.wakeSendersLocked()
+			s.mu.Unlock()
+			return 0, err
+		}
+	}
+	// A quiet link (everything sent so far acknowledged) is the request-reply pattern, where
+	// latency counts; a busy one is streaming, where the writer's batching counts.
+	quiet := s.sHead == s.sTail
+	mid := s.nextMID
+	s.nextMID++
+	flags := uint8(level) << levelShift
+	for off := 0; ; {
+		n := min(len(msg)-off, MaxFramePayload)
+		f := flags
+		if off+n == len(msg) {
+			f |= flagEOM
+		}
+		s.appendFrameLocked(f, mid, msg[off:off+n])
+		off += n
+		if f&flagEOM != 0 {
+			break
+		}
+	}
+	s.stats.MessagesSent++
+	s.stats.BytesSent += uint64(len(msg))
+	s.wakeSendersLocked()
+	if l := s.link; quiet && s.writerIdle && s.writingOn == nil && l != nil && l.raw != nil {
+		s.writeInlineLocked(l)
+	} else {
+		s.wakeWriterLocked()
+	}
+	s.unlockNotify()
+	return mid, nil
+}
+
+// sendableLocked says why a message of n bytes cannot be sent now, if it cannot.
+func (s *Session) sendableLocked(n int) error {
+	switch s.state {
+	case StateClosing, StateClosed:
+		return fmt.Errorf("%w: no new messages once Close or Abort was called", ErrSessionClosed)
+	case StateLost:
+		return s.err
+	}
+	if n > s.peer.maxMessage {
+		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrMessageTooLarge, n, s.peer.maxMessage)
+	}
+	return nil
+}
+
+// roomLocked reports whether need more bytes fit in the sent buffer now.
+func (s *Session) roomLocked(need uint64, stream bool) bool {
+	if s.streamOpen && !stream {
+		return false
+	}
+	return s.sTail-s.sHead+need <= uint64(s.cfg.SendBufferBytes)
+}
+
+// waitRoomLocked waits, in FIFO order with other senders, until need bytes fit. It returns with
+// mu held, and with the waiter removed from the queue.
+func (s *Session) waitRoomLocked(ctx context.Context, need uint64, stream bool) error {
+	w := &sendWaiter{ch: make(chan struct{}, 1), need: need, stream: stream}
+	if stream {
+		s.waiters = append([]*sendWaiter{w}, s.waiters...)
+	} else {
+		s.waiters = append(s.waiters, w)
+	}
+	s.wakeSendersLocked()
+	for {
+		s.mu.Unlock()
+		var err error
+		select {
+		case <-w.ch:
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-s.ended:
+		}
+		s.mu.Lock()
+		if err == nil && s.state.ended() {
+			err = s.err
+		}
+		if err == nil && s.waiters[0] == w && s.roomLocked(need, stream) {
+			s.waiters = s.waiters[1:]
+			return nil
+		}
+		if err != nil {
+			for i, x := range s.waiters {
+				if x == w {
+					s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
+					break
+				}
+			}
+			s.wakeSendersLocked()
+			return err
+		}
+	}
+}
+
+// wakeSendersLocked lets the first waiting sender go if it fits now.
+func (s *Session) wakeSendersLocked() {
+	if len(s.waiters) == 0 {
+		return
+	}
+	w := s.waiters[0]
+	if s.roomLocked(w.need, w.stream) || s.state.ended() {
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// appendFrameLocked appends one DATA frame to the sent buffer. The caller made room.
+func (s *Session) appendFrameLocked(flags uint8, mid uint64, p []byte) {
+	n := dataHdrLen + len(p)
+	s.sbuf.ensure(s.sHead, s.sTail, n)
+	h := dataHeader{flags: flags, n: len(p), pid: s.nextPID, mid: mid}
+	mask := uint64(len(s.sbuf.buf) - 1)
+	if i := s.sTail & mask; i+dataHdrLen <= uint64(len(s.sbuf.buf)) {
+		h.put(s.sbuf.buf[i : i+dataHdrLen])
+	} else {
+		var b [dataHdrLen]byte
+		h.put(b[:])
+		s.sbuf.put(s.sTail, b[:])
+	}
+	s.sbuf.put(s.sTail+dataHdrLen, p)
+	s.sTail += uint64(n)
+	s.nextPID++
+}
+
+// wakeWriterLocked wakes the writer if it sleeps; a busy writer looks again before sleeping.
+func (s *Session) wakeWriterLocked() {
+	if s.writerIdle {
+		s.writerIdle = false
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// ackMovedLocked notes that the ack state changed; the writer sends it within AckDelay, or at

@@ -52,10 +52,12 @@ func benchOneWayFTSL(b *testing.B, size int) {
 	b.ResetTimer()
 	go func() {
 		for i := 0; i < b.N; i++ {
-			if _, err := s.Recv(ctx); err != nil {
+			m, err := s.Recv(ctx)
+			if err != nil {
 				done <- err
 				return
 			}
+			_ = s.Settle(m.ID, nil)
 		}
 		done <- nil
 	}()
@@ -184,7 +186,10 @@ func benchRoundTrip(b *testing.B, kind, where string) {
 			if _, err := c.Send(ctx, msg, AckNone); err != nil {
 				return err
 			}
-			_, err := c.Recv(ctx)
+			m, err := c.Recv(ctx)
+			if err == nil {
+				err = c.Settle(m.ID, nil)
+			}
 			return err
 		}
 	}
@@ -310,7 +315,9 @@ func serveEcho(kind string) (addr string, stop func(), err error) {
 					if err != nil {
 						return
 					}
-					if _, err := s.Send(ctx, m.Data, AckNone); err != nil {
+					_, err = s.Send(ctx, m.Data, AckNone)
+					_ = s.Settle(m.ID, nil)
+					if err != nil {
 						return
 					}
 				}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +23,16 @@ func chaosLevel(i uint64) AckLevel { return AckLevel((i * 7) % 3) }
 // chaosFails says whether the receiving application fails message i (for good).
 func chaosFails(i uint64) bool { return chaosLevel(i) == AckProcessed && i%5 == 0 }
 
+func chaosVerdict(i uint64) error {
+	if chaosFails(i) {
+		return errors.New("chaos says no")
+	}
+	return nil
+}
+
+// chaosWorkers receive the server's side of a chaos test.
+const chaosWorkers = 4
+
 // TestChaos: two sessions exchange messages of random sizes both ways, with all ack levels, while a
 // proxy kills the connection after a random number of bytes (so mid-frame and mid-handshake) and
 // some connections die before their handshake completes. Every message must arrive exactly once,
@@ -36,7 +47,8 @@ func TestChaos(t *testing.T) {
 	// Heartbeats every few milliseconds put PINGs, PONGs and the buffer trimming they trigger
 	// into the mix whenever a side falls idle.
 	const heartbeat = 5 * time.Millisecond
-	ln, err := Listen("127.0.0.1:0", Config{AckDelay: time.Millisecond, HeartbeatInterval: heartbeat})
+	ln, err := Listen("127.0.0.1:0", Config{AckDelay: time.Millisecond, HeartbeatInterval: heartbeat,
+		MaxInFlight: chaosWorkers})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,19 +126,67 @@ func TestChaos(t *testing.T) {
 				errs <- err
 				return
 			}
-			var fail error
-			if chaosFails(i) {
-				fail = errors.New("chaos says no")
-			}
-			if err := s.Settle(i, fail); err != nil {
+			if err := s.Settle(i, chaosVerdict(i)); err != nil {
 				errs <- fmt.Errorf("settle %d: %w", i, err)
 				return
 			}
 		}
-		// Release the last message so pMID covers everything.
-		short, c := context.WithTimeout(ctx, 10*time.Millisecond)
-		_, _ = s.Recv(short)
-		c()
+	}
+	// The server's side is a pool of workers, each settling its message after a random pause, so
+	// messages are settled out of order: pMID advances over a settled prefix with holes behind
+	// it, and FAIL reports go out of MID order. (A worker must not hold a message while it waits
+	// in Recv: held messages pin the receive window, and the one it waits for might never fit.)
+	recvPool := func(s *Session, seed uint64) {
+		defer wg.Done()
+		sizes := make([]int, n+1)
+		r := mrand.New(mrand.NewPCG(seed, 0))
+		for i := 1; i <= n; i++ {
+			sizes[i] = chaosSize(r)
+		}
+		seen := make([]atomic.Bool, n+1)
+		var got atomic.Int64
+		wctx, stop := context.WithCancel(ctx)
+		defer stop()
+		var pool sync.WaitGroup
+		for w := range chaosWorkers {
+			pool.Add(1)
+			go func() {
+				defer pool.Done()
+				rw := mrand.New(mrand.NewPCG(seed, uint64(w)+1))
+				last := uint64(0)
+				for {
+					m, err := s.Recv(wctx)
+					if err != nil {
+						if wctx.Err() == nil {
+							errs <- fmt.Errorf("worker recv: %w", err)
+						}
+						return
+					}
+					moved.Add(1)
+					id := m.ID
+					if id == 0 || id > uint64(n) || id <= last || seen[id].Swap(true) || m.Level != chaosLevel(id) {
+						errs <- fmt.Errorf("worker got ID %d (level %v) after %d: out of order, repeated or unknown", id, m.Level, last)
+						return
+					}
+					last = id
+					for range rw.IntN(20) {
+						runtime.Gosched()
+					}
+					if err := checkPayload(m.Data, seed, id, sizes[id]); err != nil {
+						errs <- err
+						return
+					}
+					if err := s.Settle(id, chaosVerdict(id)); err != nil {
+						errs <- fmt.Errorf("settle %d: %w", id, err)
+						return
+					}
+					if got.Add(1) == int64(n) {
+						stop()
+					}
+				}
+			}()
+		}
+		pool.Wait()
 	}
 	// A watchdog: if nothing moves for 10 s, say where everything is, to debug a hang.
 	watchdog := make(chan struct{})
@@ -149,7 +209,7 @@ func TestChaos(t *testing.T) {
 	wg.Add(4)
 	go send(client, seed)
 	go send(server, seed+1)
-	go recv(server, seed)
+	go recvPool(server, seed)
 	go recv(client, seed+1)
 	wg.Wait()
 	close(watchdog)

@@ -26,6 +26,13 @@ type Config struct {
 	// and heartbeats. Default 4 MiB; at least one message of MaxMessageSize; at most 1 GiB.
 	ReceiveBufferBytes int
 
+	// MaxInFlight bounds the received messages the application holds at once: returned by Recv
+	// and not yet settled (Session.Settle). Recv waits while that many are held. Raise it to let
+	// several goroutines process messages at once, in the spirit of JetStream's MaxAckPending;
+	// the processed mark the sender sees still advances only over messages settled without a gap.
+	// Default 1: one message at a time, settled before the next. At most 65,536.
+	MaxInFlight int
+
 	// MaxMessageSize is the largest message this side sends or accepts. The peer's own limit
 	// also applies to what this side sends. Default 1 MiB.
 	MaxMessageSize int
@@ -107,9 +114,11 @@ const (
 	DefaultBackoffMax         = 2 * time.Second
 	DefaultMaxHandshakes      = 256
 	DefaultAcceptBacklog      = 128
+	DefaultMaxInFlight        = 1
 
-	maxWindow = 1 << 30
-	minWindow = 1024
+	maxMaxInFlight = 1 << 16
+	maxWindow      = 1 << 30
+	minWindow      = 1024
 	// maxPendingFailures bounds the FAIL reports a receiver keeps until the peer acknowledges
 	// them; a receiver holds back further messages that ask for processing while it is full.
 	maxPendingFailures = 64
@@ -130,6 +139,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.BackoffMax, DefaultBackoffMax)
 	setDefault(&c.MaxHandshakes, DefaultMaxHandshakes)
 	setDefault(&c.AcceptBacklog, DefaultAcceptBacklog)
+	setDefault(&c.MaxInFlight, DefaultMaxInFlight)
 	if c.Resolver == nil {
 		c.Resolver = identityResolver{}
 	}
@@ -142,8 +152,10 @@ func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.SendBufferBytes < 0, c.ReceiveBufferBytes < 0, c.MaxMessageSize < 0, c.AckDelay < 0,
 		c.HeartbeatInterval < 0, c.DeadPeerTimeout < 0, c.ResumeWindow < 0, c.HandshakeTimeout < 0,
-		c.BackoffMin < 0, c.BackoffMax < 0, c.MaxHandshakes < 0, c.AcceptBacklog < 0:
+		c.BackoffMin < 0, c.BackoffMax < 0, c.MaxHandshakes < 0, c.AcceptBacklog < 0, c.MaxInFlight < 0:
 		return bad("negative value")
+	case c.MaxInFlight > maxMaxInFlight:
+		return bad("MaxInFlight %d is above %d", c.MaxInFlight, maxMaxInFlight)
 	case c.MaxMessageSize > maxWindow/2:
 		return bad("MaxMessageSize %d is above %d", c.MaxMessageSize, maxWindow/2)
 	case c.ReceiveBufferBytes > maxWindow:

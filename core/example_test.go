@@ -44,6 +44,7 @@ func Example() {
 			break
 		}
 		fmt.Printf("message %d: %s\n", m.ID, m.Data)
+		_ = server.Settle(m.ID, nil) // done with it: its space goes back to the sender
 	}
 	// Output:
 	// message 1: hello
@@ -105,6 +106,7 @@ func Example_resume() {
 			panic(err)
 		}
 		fmt.Println(string(m.Data))
+		_ = server.Settle(m.ID, nil)
 	}
 	fmt.Println("reconnections:", client.Stats().Reconnects)
 	// Output:

@@ -168,8 +168,7 @@ func (s *Session) startLinkLocked(c net.Conn, ownWriter bool) *link {
 	l := newLink(c, s.gen)
 	s.link = l
 	s.rd.restart()
-	s.rd.credit = s.releasedCost + s.peer.window
-	s.rd.head, s.rd.dHead = s.rHead, s.dHead
+	s.refreshViewLocked()
 	s.writerIdle = false
 	s.writingOn, s.pending, s.pendingOn = nil, nil, nil // what was under way belongs to the old link
 	s.lastWrite = time.Now()
@@ -355,6 +354,11 @@ func (s *Session) resumeOn(c net.Conn, r resume, deadline time.Time) error {
 		refuse(c, RejectUnknownSession, "the session has ended")
 		return ErrUnknownSession
 	}
+	if s.staleLocked(r.acks) {
+		s.mu.Unlock()
+		refuse(c, RejectBusy, "stale resume: the session has moved on")
+		return errors.New("resume: stale RESUME")
+	}
 	old := s.link
 	if old != nil {
 		old.fail(errLinkReplaced) // the client saw it die before we did
@@ -380,6 +384,12 @@ func (s *Session) resumeOn(c net.Conn, r resume, deadline time.Time) error {
 		s.mu.Unlock()
 		refuse(c, RejectUnknownSession, "the session has ended")
 		return ErrUnknownSession
+	}
+	if s.staleLocked(r.acks) { // the old connection carried more acks before it closed
+		s.mu.Unlock()
+		refuse(c, RejectBusy, "stale resume: the session has moved on")
+		s.rearmExpiry()
+		return errors.New("resume: stale RESUME")
 	}
 	if err := s.resyncLocked(r.acks); err != nil {
 		s.resumeBusy = false
@@ -414,6 +424,14 @@ func (s *Session) resumeOn(c net.Conn, r resume, deadline time.Time) error {
 	s.startLinkLocked(c, true)
 	s.log.Debug().Msg("session resumed")
 	return nil
+}
+
+// staleLocked reports whether a RESUME's ack block is older than acks the client already sent:
+// the client wrote it on a connection it gave up on, and the session moved on since. (pMID is not
+// compared: a RESUME holds it back behind FAILs not yet written on the new connection.)
+func (s *Session) staleLocked(a ackBlock) bool {
+	p := s.peerAck
+	return a.rPID < p.rPID || a.dMID < p.dMID || a.fAck < p.fAck || a.credit < p.credit
 }
 
 // rearmExpiry restarts the resume window of a server session left without a connection.

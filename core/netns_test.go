@@ -94,6 +94,7 @@ func TestNetnsLinkDown(t *testing.T) {
 			if len(m.Data) == endMarker {
 				return
 			}
+			defer s.Settle(m.ID, nil)
 			if err := checkPayload(m.Data, seed, i, int(i%2000)); err != nil {
 				errs <- err
 				return

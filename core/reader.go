@@ -30,22 +30,30 @@ type readState struct {
 	dTail    uint64 // descriptors written
 	fSeq     uint64 // last FAIL sequence applied
 	credit   uint64 // the credit limit granted, as last seen; refreshed when exceeded
-	head     uint64 // rHead as last seen; only grows
-	dHead    uint64 // Session.dHead as last seen; only grows
+	head     uint64 // Session.rHead as last seen; only grows
+	dRel     uint64 // Session.dRel as last seen; only grows
 }
 
 // recDesc describes one complete message in the received buffer. Descriptors sit in an array of
 // their own, apart from the bytes, so that Recv walks a dense array instead of chasing each
 // message's length to find the next one across the buffer, a cache miss per message.
 type recDesc struct {
-	mid   uint64
 	n     uint32 // bytes; the message starts where the previous one ended
 	cost  uint32 // credit it used: its frames' headers and bytes
-	flags uint8  // level bits, recResent, recCancelled
+	flags uint8  // level bits, recResent, recCancelled, and what Recv and Settle record
 }
 
 // recDescSize is a recDesc's size in memory, padding included, for Stats.BufferMemory.
-const recDescSize = 24
+const recDescSize = 12
+
+// refreshViewLocked updates the reader's copies of what Recv and Settle move: how far the
+// application released the buffer, and so the credit granted. The reader looks only when its
+// copy says it is out of room, which saves taking mu per frame. Called with mu held.
+func (s *Session) refreshViewLocked() {
+	rd := &s.rd
+	rd.head, rd.dRel = s.rHead, s.dRel
+	rd.credit = s.releasedCost + s.peer.window
+}
 
 // restart drops whatever was half read when the previous link died: the peer resends it whole.
 func (r *readState) restart() {
@@ -273,8 +281,7 @@ func (s *Session) beginDataFrame(d dataHeader) error {
 	cost := frameCost(d.n)
 	if rd.recvCost+cost > rd.credit {
 		s.mu.Lock()
-		rd.credit = s.releasedCost + s.peer.window
-		rd.head = s.rHead
+		s.refreshViewLocked()
 		s.mu.Unlock()
 		if rd.recvCost+cost > rd.credit {
 			return protocolError("DATA: packet %d overruns the credit granted (%d > %d)", d.pid, rd.recvCost+cost, rd.credit)
@@ -285,7 +292,7 @@ func (s *Session) beginDataFrame(d dataHeader) error {
 	if rd.ftail-rd.head+uint64(d.n) > uint64(len(rd.ring.buf)) {
 		// Maybe Recv freed space since we last looked; grow only if not.
 		s.mu.Lock()
-		rd.head = s.rHead
+		s.refreshViewLocked()
 		if rd.ring.ensure(rd.head, rd.tail, d.n) {
 			s.rbuf = rd.ring
 		}
@@ -323,16 +330,16 @@ func (s *Session) endDataFrame(b *readBatch) {
 		rd.tail = rd.recStart
 		rd.ftail = rd.tail
 	}
-	if rd.dTail-rd.dHead >= uint64(len(rd.descs)) {
+	if rd.dTail-rd.dRel >= uint64(len(rd.descs)) {
 		s.mu.Lock()
-		rd.dHead = s.dHead
-		if rd.dTail-rd.dHead >= uint64(len(rd.descs)) {
-			rd.descs = growDescs(rd.descs, rd.dHead, rd.dTail)
+		s.refreshViewLocked()
+		if rd.dTail-rd.dRel >= uint64(len(rd.descs)) {
+			rd.descs = growDescs(rd.descs, rd.dRel, rd.dTail)
 			s.descs = rd.descs
 		}
 		s.mu.Unlock()
 	}
-	rd.descs[rd.dTail&uint64(len(rd.descs)-1)] = recDesc{mid: rd.recMID, n: uint32(rd.recLen), cost: uint32(rd.recCost), flags: rd.recFlags}
+	rd.descs[rd.dTail&uint64(len(rd.descs)-1)] = recDesc{n: uint32(rd.recLen), cost: uint32(rd.recCost), flags: rd.recFlags}
 	rd.dTail++
 	rd.done = rd.tail
 	rd.inMsg = false
@@ -348,10 +355,11 @@ func (s *Session) trimReceive() {
 		return
 	}
 	s.mu.Lock()
-	if s.rHead == rd.tail && s.dHead == rd.dTail && !s.held.active {
+	if s.dRel == rd.dTail && s.held == 0 {
 		rd.ring, rd.descs = ring{}, nil
 		s.rbuf, s.descs = rd.ring, rd.descs
-		rd.head, rd.dHead = s.rHead, s.dHead
+		s.wrapBuf = nil
+		s.refreshViewLocked()
 	}
 	s.mu.Unlock()
 }
@@ -387,17 +395,13 @@ func (s *Session) applyLocked(b *readBatch) (stop bool) {
 		close(s.unconfirmed)
 		s.unconfirmed = nil
 	}
-	rd.head, rd.dHead = s.rHead, s.dHead
-	rd.credit = s.releasedCost + s.peer.window
+	s.refreshViewLocked()
 	if rd.rPID != s.rPID {
 		s.rPID, s.recvCost, s.rDone, s.dDone = rd.rPID, rd.recvCost, rd.done, rd.dTail
 		s.ackMovedLocked(s.recvCost-s.sentAckCost >= s.peer.ackBytes)
-		if b.newData && s.recvWaiting > 0 {
-			select {
-			case s.recvKick <- struct{}{}:
-				b.woke = true
-			default:
-			}
+		if b.newData && s.recvWaiting > 0 && s.recvReadyLocked() {
+			s.kickRecvLocked()
+			b.woke = true
 		}
 	}
 	if rd.fSeq != s.peerFSeq {
@@ -469,10 +473,7 @@ func (s *Session) takeAcksLocked(a ackBlock) error {
 		s.fails = append(s.fails[:0], s.fails[k:]...)
 		s.failWritten = max(0, s.failWritten-k)
 		if s.recvWaiting > 0 {
-			select {
-			case s.recvKick <- struct{}{}:
-			default:
-			}
+			s.kickRecvLocked() // a message that asks for processing may go now
 		}
 		s.wakeWriterLocked() // a closing session may be waiting for this
 	}

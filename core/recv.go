@@ -7,37 +7,46 @@ import (
 
 // Message is one whole message received by Recv.
 type Message struct {
-	// ID is the message ID (MID): 1 for the first message the peer sent, then 2, 3...
+	// ID is the message ID (MID): 1 for the first message the peer sent, then 2, 3... It is
+	// also the message's handle: pass it to Settle or Requeue.
 	ID uint64
-	// Data is the message. It stays valid until the next call to Recv on the session; copy it
-	// to keep it longer.
+	// Data is the message. It stays valid, and unchanged, until the message is settled (Settle);
+	// copy it to keep it longer.
 	Data []byte
-	// Level is the acknowledgement the sender asked for. For AckProcessed, call Settle.
+	// Level is the acknowledgement the sender asked for.
 	Level AckLevel
 	// Resent reports that part of the message was sent again after a connection broke. The
 	// message is still delivered exactly once; this is for diagnostics.
 	Resent bool
 }
 
-// Recv returns the next message, waiting until one arrives or ctx ends. It first releases the
-// message the previous Recv returned (settling it as processed if it asked for AckProcessed
-// and Settle was not called). After the session ends, Recv still returns the messages already
-// received (except after Abort), then the session's error.
+// Receive-side descriptor flags, besides the level bits and recResent.
+const (
+	recSettled   = 0x01 // the application's verdict is in (or none was asked): pMID may pass it
+	recReleased  = 0x02 // the application is done with its bytes
+	recCancelled = 0x80 // the sender cancelled the message: nobody sees it
+	recResent    = flagResent
+)
+
+// Recv returns the next message, waiting until one arrives or ctx ends. The message is held by
+// the application, its Data valid, until it is settled with Settle, whatever its level; at most
+// Config.MaxInFlight messages are held at once, and Recv waits while that many are. Several
+// goroutines may call Recv at once, each getting its own message. A message given back with
+// Requeue comes out of Recv again before any new one. After the session ends, Recv still
+// returns the messages already received (except after Abort), then the session's error.
 func (s *Session) Recv(ctx context.Context) (Message, error) {
 	s.mu.Lock()
-	s.releaseLocked()
 	for {
-		if m, ok := s.nextMessageLocked(); ok {
-			if s.recvWaiting > 0 && s.dHead != s.dDone {
-				select {
-				case s.recvKick <- struct{}{}:
-				default:
-				}
+		if m, ok := s.takeLocked(); ok {
+			if s.recvWaiting > 0 && s.recvReadyLocked() {
+				s.kickRecvLocked() // another receiver can go too
 			}
 			s.unlockNotify()
 			return m, nil
 		}
 		if s.state.ended() {
+			// Nothing more will arrive, no FAIL will be acknowledged, and a receiver waiting for
+			// another to settle had better hear that the session is over.
 			err := s.err
 			s.mu.Unlock()
 			return Message{}, err
@@ -54,110 +63,237 @@ func (s *Session) Recv(ctx context.Context) (Message, error) {
 		s.mu.Lock()
 		s.recvWaiting--
 		if err != nil {
+			if s.recvWaiting > 0 && s.recvReadyLocked() {
+				s.kickRecvLocked() // the kick we may have taken belongs to another receiver
+			}
 			s.mu.Unlock()
 			return Message{}, err
 		}
 	}
 }
 
-// releaseLocked gives the held message's space back to the peer's credit.
-func (s *Session) releaseLocked() {
-	h := &s.held
-	if !h.active {
-		return
+// recvReadyLocked reports whether a Recv would return a message now.
+func (s *Session) recvReadyLocked() bool {
+	if s.discard {
+		return false
 	}
-	if !h.settled {
-		s.pMID = h.mid
+	if len(s.requeued) > 0 {
+		return true
 	}
-	s.rHead = h.end
-	s.releasedCost += h.cost
-	*h = heldMessage{}
-	s.ackMovedLocked(s.releasedCost+s.peer.window-s.sentAck.credit >= s.peer.window/ackUrgentFactor)
+	if s.held >= s.maxInFlight || s.dTake == s.dDone {
+		return false
+	}
+	d := s.descs[s.dTake&uint64(len(s.descs)-1)]
+	return AckLevel(d.flags&levelMask)>>levelShift != AckProcessed || len(s.fails) < maxPendingFailures ||
+		d.flags&recCancelled != 0
 }
 
-// nextMessageLocked takes the next complete record, if any, and makes it the held message.
-func (s *Session) nextMessageLocked() (Message, bool) {
-	for s.dHead < s.dDone && !s.discard {
-		d := s.descs[s.dHead&uint64(len(s.descs)-1)]
-		s.dHead++
+func (s *Session) kickRecvLocked() {
+	select {
+	case s.recvKick <- struct{}{}:
+	default:
+	}
+}
+
+// takeLocked hands out the next message, if one may go now.
+func (s *Session) takeLocked() (Message, bool) {
+	if s.discard {
+		return Message{}, false
+	}
+	if len(s.requeued) > 0 {
+		m := s.requeued[0]
+		s.requeued[0] = Message{}
+		s.requeued = s.requeued[1:]
+		return m, true
+	}
+	for s.held < s.maxInFlight && s.dTake < s.dDone {
+		d := &s.descs[s.dTake&uint64(len(s.descs)-1)]
 		if d.flags&recCancelled != 0 {
 			// The sender gave up on this message: nobody will see it, so it counts as settled.
-			s.releasedCost += uint64(d.cost)
-			s.dMID, s.pMID = d.mid, d.mid
-			s.ackMovedLocked(false)
+			d.flags |= recSettled | recReleased
+			s.dTake++
+			s.advanceLocked()
 			continue
 		}
 		level := AckLevel(d.flags&levelMask) >> levelShift
 		if level == AckProcessed && len(s.fails) >= maxPendingFailures {
-			s.dHead-- // the peer must acknowledge our FAIL reports first
-			return Message{}, false
+			return Message{}, false // the peer must acknowledge our FAIL reports first
 		}
+		mid := s.dTake + 1
 		n := uint64(d.n)
-		data := s.recordData(s.rHead, n)
-		s.held = heldMessage{active: true, level: level, mid: d.mid, end: s.rHead + n, cost: uint64(d.cost)}
-		s.dMID = d.mid
+		data := s.recordData(s.rTake, n, mid)
+		s.rTake += n
+		s.dTake++
+		s.held++
 		if level != AckProcessed {
-			s.held.settled = true
-			s.pMID = d.mid
+			d.flags |= recSettled
 		}
-		s.ackMovedLocked(false)
+		s.advanceLocked()
 		s.stats.MessagesReceived++
 		s.stats.BytesReceived += n
-		return Message{ID: d.mid, Data: data, Level: level, Resent: d.flags&recResent != 0}, true
+		return Message{ID: mid, Data: data, Level: level, Resent: d.flags&recResent != 0}, true
 	}
 	return Message{}, false
 }
 
-// recordData returns the n bytes at off as one slice, copying only when they wrap the ring.
-func (s *Session) recordData(off, n uint64) []byte {
+// recordData returns the n bytes at off as one slice, copying only when they wrap the ring's
+// end. The copy must stay valid while message mid is held; one spare buffer serves, since at most
+// one message at a time straddles the end of the ring.
+func (s *Session) recordData(off, n, mid uint64) []byte {
 	a, b := s.rbuf.span(off, off+n)
 	if len(b) == 0 {
 		return a[:n:n]
 	}
-	if uint64(cap(s.scratch)) < n {
-		s.scratch = make([]byte, n)
+	var d []byte
+	if s.wrapMID == 0 && uint64(cap(s.wrapBuf)) >= n {
+		d = s.wrapBuf[:n:n]
+	} else {
+		d = make([]byte, n)
+		if s.wrapMID == 0 {
+			s.wrapBuf = d
+		}
 	}
-	d := s.scratch[:n:n]
+	if s.wrapMID == 0 {
+		s.wrapMID = mid
+	}
 	copy(d[copy(d, a):], b)
 	return d
 }
 
-// Settle reports what became of message mid, which the last Recv returned: failure nil means
-// processed. For a message that asked for AckProcessed the sender's Observer hears it; for
-// others Settle does nothing. A failure reaches the sender even across connection crashes.
+// advanceLocked moves pMID over the settled prefix and frees the released prefix of the received
+// buffer, giving its space back to the peer as credit.
+func (s *Session) advanceLocked() {
+	mask := uint64(len(s.descs) - 1)
+	moved := false
+	for s.dSettle < s.dTake && s.descs[s.dSettle&mask].flags&recSettled != 0 {
+		s.dSettle++
+		moved = true
+	}
+	freed := false
+	for s.dRel < s.dTake && s.descs[s.dRel&mask].flags&recReleased != 0 {
+		d := &s.descs[s.dRel&mask]
+		s.rHead += uint64(d.n)
+		s.releasedCost += uint64(d.cost)
+		s.dRel++
+		freed = true
+	}
+	if freed {
+		s.ackMovedLocked(s.releasedCost+s.peer.window-s.sentAck.credit >= s.peer.window/ackUrgentFactor)
+	} else if moved || s.dTake != s.sentAck.dMID {
+		s.ackMovedLocked(false)
+	}
+}
+
+// heldLocked returns the descriptor of message mid if the application holds it.
+func (s *Session) heldLocked(mid uint64) (*recDesc, error) {
+	if mid == 0 || mid-1 < s.dRel || mid-1 >= s.dTake {
+		return nil, fmt.Errorf("%w: message %d (not received yet, or already settled)", ErrNotHeld, mid)
+	}
+	d := &s.descs[(mid-1)&uint64(len(s.descs)-1)]
+	if d.flags&recReleased != 0 {
+		return nil, fmt.Errorf("%w: message %d was already settled", ErrNotHeld, mid)
+	}
+	return d, nil
+}
+
+// Settle ends the application's hold on message mid, which Recv returned, and gives its space
+// back: its Data must not be used afterwards. Every message Recv returns must be settled, in any
+// order. For a message that asked for AckProcessed, failure nil means processed and an error means
+// it failed, with the error's text as the reason; the sender's Observer hears which, even across
+// connection crashes. For other messages failure is ignored. The peer's processed mark (pMID)
+// advances over the messages settled without a gap.
 func (s *Session) Settle(mid uint64, failure error) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	h := &s.held
-	if !h.active || h.mid != mid {
-		return fmt.Errorf("%w: message %d (Settle the message the last Recv returned)", ErrNotHeld, mid)
+	d, err := s.heldLocked(mid)
+	if err != nil {
+		s.mu.Unlock()
+		return err
 	}
-	if h.settled {
-		if h.level != AckProcessed {
-			return nil
+	for i := range s.requeued {
+		if s.requeued[i].ID == mid {
+			s.requeued = append(s.requeued[:i], s.requeued[i+1:]...)
+			break
 		}
-		return fmt.Errorf("%w: message %d was already settled", ErrNotHeld, mid)
 	}
-	h.settled = true
-	if failure != nil {
-		reason := clipReason(failure.Error())
-		s.fails = append(s.fails, failReport{seq: s.nextFSeq, mid: mid, reason: reason})
+	if d.flags&recSettled == 0 && failure != nil {
+		s.fails = append(s.fails, failReport{seq: s.nextFSeq, mid: mid, reason: clipReason(failure.Error())})
 		s.nextFSeq++
-		s.pMID = mid
 		s.ackMovedLocked(true)
-		return nil
 	}
-	s.pMID = mid
-	s.ackMovedLocked(false)
+	d.flags |= recSettled | recReleased
+	s.held--
+	if s.wrapMID == mid {
+		s.wrapMID = 0
+	}
+	s.advanceLocked()
+	if s.recvWaiting > 0 {
+		s.kickRecvLocked()
+	}
+	s.unlockNotify()
 	return nil
 }
 
-// ackLocked is the ack block to send now. pMID stops short of the first failure not yet written
-// on this link, so the peer always reads a FAIL before the pMID that passes it.
-func (s *Session) ackLocked() ackBlock {
-	p := s.pMID
-	if s.failWritten < len(s.fails) {
-		p = min(p, s.fails[s.failWritten].mid-1)
+// Requeue gives back message mid, which Recv returned and which is not settled: the next Recv
+// returns it again, before any new message, with the same ID and Data. It stays held meanwhile
+// (its Data valid, counted in MaxInFlight). The oneway layer redelivers with it.
+func (s *Session) Requeue(mid uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, err := s.heldLocked(mid)
+	if err != nil {
+		return err
 	}
-	return ackBlock{rPID: s.rPID, dMID: s.dMID, pMID: p, fAck: s.peerFSeq, credit: s.releasedCost + s.peer.window}
+	for _, m := range s.requeued {
+		if m.ID == mid {
+			return fmt.Errorf("%w: message %d is already requeued", ErrNotHeld, mid)
+		}
+	}
+	// Find the message's bytes: the held messages lie in order from rHead.
+	mask := uint64(len(s.descs) - 1)
+	off := s.rHead
+	for k := s.dRel; k < mid-1; k++ {
+		off += uint64(s.descs[k&mask].n)
+	}
+	n := uint64(d.n)
+	var data []byte
+	if a, b := s.rbuf.span(off, off+n); len(b) == 0 {
+		data = a[:n:n]
+	} else if s.wrapMID == mid {
+		data = s.wrapBuf[:n:n]
+	} else {
+		data = make([]byte, n)
+		copy(data[copy(data, a):], b)
+	}
+	s.requeued = append(s.requeued, Message{ID: mid, Data: data, Level: AckLevel(d.flags&levelMask) >> levelShift,
+		Resent: d.flags&recResent != 0})
+	if s.recvWaiting > 0 {
+		s.kickRecvLocked()
+	}
+	return nil
+}
+
+// SetMaxInFlight changes how many received messages the application may hold at once (see
+// Config.MaxInFlight). Raising it lets waiting Recv calls go on.
+func (s *Session) SetMaxInFlight(n int) error {
+	if n < 1 || n > maxMaxInFlight {
+		return fmt.Errorf("ftsl: MaxInFlight %d is outside [1, %d]", n, maxMaxInFlight)
+	}
+	s.mu.Lock()
+	s.maxInFlight = n
+	if s.recvWaiting > 0 {
+		s.kickRecvLocked()
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// ackLocked is the ack block to send now. pMID stops short of every failure not yet written on
+// this link, so the peer always reads a FAIL before the pMID that passes it. (Messages may be
+// settled out of order, so the unwritten failures are not in MID order.)
+func (s *Session) ackLocked() ackBlock {
+	p := s.dSettle
+	for _, f := range s.fails[s.failWritten:] {
+		p = min(p, f.mid-1)
+	}
+	return ackBlock{rPID: s.rPID, dMID: s.dTake, pMID: p, fAck: s.peerFSeq, credit: s.releasedCost + s.peer.window}
 }

@@ -184,6 +184,8 @@ func TestServerUnawareResume(t *testing.T) {
 	}
 	if m, err := p.server.Recv(ctx); err != nil || string(m.Data) != "one" {
 		t.Fatal(m, err)
+	} else {
+		_ = p.server.Settle(m.ID, nil)
 	}
 	d.LastConn().Stall() // silent for the client; the server's socket stays open
 	if _, err := p.client.Send(ctx, []byte("two"), AckNone); err != nil {
@@ -515,7 +517,9 @@ func TestRequestReplyKills(t *testing.T) {
 			if err != nil {
 				return
 			}
-			if _, err := p.server.Send(ctx, m.Data, AckNone); err != nil {
+			_, err = p.server.Send(ctx, m.Data, AckNone)
+			_ = p.server.Settle(m.ID, nil)
+			if err != nil {
 				return
 			}
 		}
@@ -546,9 +550,50 @@ func TestRequestReplyKills(t *testing.T) {
 		if err := checkPayload(m.Data, 8, i, n); err != nil {
 			t.Fatal(err)
 		}
+		_ = p.client.Settle(m.ID, nil)
 	}
 	if kills < 50 {
 		t.Fatalf("only %d kills", kills)
 	}
 	t.Logf("%d kills", kills)
+}
+
+// TestStaleResumeRefused: a RESUME that reports less than the client already acknowledged was
+// sent before the session moved on (a connection attempt the client gave up on, which the server
+// reads late). The server must refuse it without touching the live session, not take it and end
+// the session as beyond repair.
+func TestStaleResumeRefused(t *testing.T) {
+	p := newPair(t, "tcp", Config{}, Config{AckDelay: time.Millisecond})
+	ctx := testCtx(t)
+	rec := newRecorder()
+	p.server.Observe(rec)
+	for i := 0; i < 10; i++ {
+		if _, err := p.server.Send(ctx, []byte("to the client"), AckDelivered); err != nil {
+			t.Fatal(err)
+		}
+		m, err := p.client.Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = p.client.Settle(m.ID, nil)
+	}
+	if err := rec.await(ctx, func(r *recorder) bool { return r.progress.Acked == 10 }); err != nil {
+		t.Fatal(err)
+	}
+	typ, body := rawResume(t, p.ln.Addr().String(), p.client.ID(), p.client.token) // reports nothing received
+	if typ != frameReject {
+		t.Fatalf("server answered a stale RESUME with %v", typ)
+	}
+	if code, _, _ := parseCodeReason(typ, body); RejectCode(code) != RejectBusy {
+		t.Errorf("stale RESUME refused with code %d, want %d (busy: a client reading it retries)", code, RejectBusy)
+	}
+	if _, err := p.client.Send(ctx, []byte("still here"), AckNone); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := p.server.Recv(ctx); err != nil || string(m.Data) != "still here" {
+		t.Fatal(m, err)
+	}
+	if st := p.server.Stats(); st.Reconnects != 0 || p.server.State() != StateConnected {
+		t.Fatalf("server reconnects %d, state %v", st.Reconnects, p.server.State())
+	}
 }

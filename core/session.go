@@ -149,25 +149,31 @@ type Session struct {
 	streamOpen bool // a MessageWriter is appending; other messages wait
 	waiters    []*sendWaiter
 
-	// Receive side. rbuf holds the messages' bytes from rHead to the reader's tail; [rHead,
-	// rDone) are complete messages, which descs[dHead, dDone) describe.
-	rbuf         ring
-	rHead        uint64
-	rDone        uint64
-	descs        []recDesc
-	dHead, dDone uint64
-	rPID         uint64 // published copies of the reader's counters
-	recvCost     uint64
-	releasedCost uint64 // cost of every record released; the credit we grant is this + window
-	dMID, pMID   uint64
-	held         heldMessage
-	discard      bool // aborted: buffered messages are dropped
-	recvWaiting  int
-	scratch      []byte // Data of a record that wraps the ring's end
-	fails        []failReport
-	failWritten  int // how many of fails were written on the current link
-	nextFSeq     uint64
-	peerFSeq     uint64 // last FAIL sequence applied from the peer
+	// Receive side. rbuf holds the messages' bytes from rHead to the reader's tail. Message mid
+	// has descriptor mid-1 (every message gets one, in order, cancelled ones too). Descriptors
+	// below dRel are released and their bytes free; [dRel, dTake) were handed out by Recv and are
+	// settled or released in any order; [dTake, dDone) are complete and wait for Recv. dSettle
+	// is the end of the settled prefix (pMID), dTake the last message handed out (dMID).
+	rbuf                        ring
+	rHead                       uint64 // start of message dRel+1's bytes
+	rTake                       uint64 // start of message dTake+1's bytes
+	rDone                       uint64
+	descs                       []recDesc
+	dRel, dSettle, dTake, dDone uint64
+	held                        int // messages handed out and not yet settled
+	maxInFlight                 int
+	requeued                    []Message // held messages given back, handed out again first
+	wrapBuf                     []byte    // Data of a message that straddles the ring's end
+	wrapMID                     uint64    // the held message using wrapBuf, or 0
+	rPID                        uint64    // published copies of the reader's counters
+	recvCost                    uint64
+	releasedCost                uint64 // cost of every message released; the credit we grant is this + window
+	discard                     bool   // aborted: buffered messages are dropped
+	recvWaiting                 int
+	fails                       []failReport
+	failWritten                 int // how many of fails were written on the current link
+	nextFSeq                    uint64
+	peerFSeq                    uint64 // last FAIL sequence applied from the peer
 
 	// Writer bookkeeping. One write at a time is under way on a link: the writer goroutine's, or
 	// an inline one from Send (writingOn says on which link); pending is an inline batch the
@@ -213,16 +219,6 @@ type peerParams struct {
 	ackBytes   uint64        // ack at once when this much arrived since the last ack
 }
 
-// heldMessage is the message the application got from Recv last.
-type heldMessage struct {
-	active  bool
-	settled bool
-	level   AckLevel
-	mid     uint64
-	end     uint64 // rbuf offset just past the record
-	cost    uint64
-}
-
 type sendWaiter struct {
 	ch     chan struct{}
 	need   uint64
@@ -248,27 +244,26 @@ type note struct {
 
 // recDesc flags besides the level bits.
 const (
-	recCancelled    = 0x80 // the sender cancelled the message: skip it
-	recResent       = flagResent
 	abortGrace      = 200 * time.Millisecond
 	ackUrgentFactor = 4 // acks that free a quarter of a window go at once
 )
 
 func newSession(cfg Config, client bool) *Session {
 	s := &Session{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		client:    client,
-		kick:      make(chan struct{}, 1),
-		recvKick:  make(chan struct{}, 1),
-		resumeSem: make(chan struct{}, 1),
-		ended:     make(chan struct{}),
-		done:      make(chan struct{}),
-		nextPID:   1,
-		nextMID:   1,
-		sHeadPID:  1,
-		nextFSeq:  1,
-		state:     StateConnected,
+		cfg:         cfg,
+		log:         cfg.Logger,
+		client:      client,
+		kick:        make(chan struct{}, 1),
+		recvKick:    make(chan struct{}, 1),
+		resumeSem:   make(chan struct{}, 1),
+		ended:       make(chan struct{}),
+		done:        make(chan struct{}),
+		nextPID:     1,
+		nextMID:     1,
+		sHeadPID:    1,
+		nextFSeq:    1,
+		state:       StateConnected,
+		maxInFlight: cfg.MaxInFlight,
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.timer = time.NewTimer(time.Hour)

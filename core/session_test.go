@@ -54,6 +54,7 @@ func exchange(t *testing.T, a, b *Session, n int, seed uint64, size func(r *mran
 				errs <- err
 				return
 			}
+			_ = s.Settle(m.ID, nil)
 		}
 	}
 	wg.Add(4)
@@ -110,6 +111,7 @@ func TestEmptyMessage(t *testing.T) {
 		if err != nil || string(m.Data) != want || m.ID != uint64(i+1) {
 			t.Fatalf("message %d: %q %d %v", i, m.Data, m.ID, err)
 		}
+		_ = p.server.Settle(m.ID, nil)
 	}
 }
 
@@ -182,6 +184,7 @@ func TestBufferFull(t *testing.T) {
 		if err != nil || m.ID != uint64(i+1) {
 			t.Fatalf("recv %d: ID %d, %v", i+1, m.ID, err)
 		}
+		_ = p.server.Settle(m.ID, nil)
 	}
 	select {
 	case err := <-done:
@@ -305,10 +308,12 @@ func TestMessageWriter(t *testing.T) {
 	if err := checkPayload(m.Data, 1, 1, 900<<10); err != nil {
 		t.Fatal(err)
 	}
+	_ = p.server.Settle(m.ID, nil)
 	m, err = p.server.Recv(ctx)
 	if err != nil || string(m.Data) != "after" || m.ID != 2 {
 		t.Fatalf("got %q ID %d err %v, want \"after\" ID 2", m.Data, m.ID, err)
 	}
+	_ = p.server.Settle(m.ID, nil)
 	m, err = p.server.Recv(ctx)
 	if err != nil || string(m.Data) != "last" || m.ID != 5 {
 		t.Fatalf("got %q ID %d err %v, want \"last\" ID 5 (3 and 4 cancelled)", m.Data, m.ID, err)
@@ -316,7 +321,7 @@ func TestMessageWriter(t *testing.T) {
 }
 
 func TestSettleAndProgress(t *testing.T) {
-	p := newPair(t, "tcp", Config{AckDelay: time.Millisecond}, Config{})
+	p := newPair(t, "tcp", Config{AckDelay: time.Millisecond}, Config{MaxInFlight: 5})
 	ctx := testCtx(t)
 	rec := newRecorder()
 	p.client.Observe(rec)
@@ -326,34 +331,30 @@ func TestSettleAndProgress(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// 1 confirmed, 3 failed, 5 left unsettled until the next Recv settles it.
+	// All five are held at once.
 	for i, l := range levels {
 		m, err := p.server.Recv(ctx)
-		if err != nil || m.Level != l {
-			t.Fatalf("message %d: level %v err %v", i+1, m.Level, err)
-		}
-		switch m.ID {
-		case 1:
-			if err := p.server.Settle(1, nil); err != nil {
-				t.Fatal(err)
-			}
-			if err := p.server.Settle(1, nil); !errors.Is(err, ErrNotHeld) {
-				t.Fatalf("second Settle: %v", err)
-			}
-		case 2:
-			if err := p.server.Settle(1, nil); !errors.Is(err, ErrNotHeld) {
-				t.Fatalf("Settle of an older message: %v", err)
-			}
-			if err := p.server.Settle(2, nil); err != nil {
-				t.Fatalf("Settle of a message that asked for no processing: %v", err)
-			}
-		case 3:
-			if err := p.server.Settle(3, errors.New("bad input")); err != nil {
-				t.Fatal(err)
-			}
+		if err != nil || m.Level != l || m.ID != uint64(i+1) {
+			t.Fatalf("message %d: ID %d level %v err %v", i+1, m.ID, m.Level, err)
 		}
 	}
-	err := rec.await(ctx, func(r *recorder) bool { return r.progress.Processed >= 4 && r.progress.Acked == 5 })
+	if err := p.server.Settle(6, nil); !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("Settle of a message not received: %v", err)
+	}
+	// Out of order: 3 fails before 1 is confirmed; 5 stays held.
+	if err := p.server.Settle(3, errors.New("bad input")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.server.Settle(1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.server.Settle(1, nil); !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("second Settle: %v", err)
+	}
+	if err := p.server.Settle(2, errors.New("ignored")); err != nil {
+		t.Fatalf("Settle of a message that asked for no processing: %v", err)
+	}
+	err := rec.await(ctx, func(r *recorder) bool { return r.progress.Processed >= 4 && r.progress.Delivered == 5 })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,15 +362,14 @@ func TestSettleAndProgress(t *testing.T) {
 	if len(rec.failed) != 1 || rec.failed[3] != "bad input" {
 		t.Errorf("failures %v", rec.failed)
 	}
-	if rec.progress.Processed != 4 || rec.progress.Delivered != 5 {
+	if rec.progress.Processed != 4 {
 		t.Errorf("progress %+v: message 5 is held unsettled, so processed must stop at 4", rec.progress)
 	}
 	rec.mu.Unlock()
-	// The next Recv releases message 5 as processed.
-	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
-	_, err = p.server.Recv(short)
-	cancel()
-	if !errors.Is(err, context.DeadlineExceeded) {
+	if err := p.server.Settle(5, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.server.Settle(4, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := rec.await(ctx, func(r *recorder) bool { return r.progress.Processed == 5 }); err != nil {
@@ -377,6 +377,9 @@ func TestSettleAndProgress(t *testing.T) {
 	}
 	if a := rec.anomalies(); len(a) > 0 {
 		t.Fatal(a)
+	}
+	if st := p.server.Stats(); st.RecvBuffered != 0 {
+		t.Errorf("%d bytes still buffered after every message was settled", st.RecvBuffered)
 	}
 }
 
@@ -412,6 +415,7 @@ func TestCloseGraceful(t *testing.T) {
 				if err := checkPayload(m.Data, 3, uint64(i+1), 1000); err != nil {
 					t.Fatal(err)
 				}
+				_ = p.server.Settle(m.ID, nil)
 			}
 			if _, err := p.server.Recv(ctx); !errors.Is(err, ErrSessionClosed) {
 				t.Fatalf("Recv at the end: %v, want ErrSessionClosed", err)
@@ -459,6 +463,7 @@ func TestCloseBothWays(t *testing.T) {
 				got <- -k
 				return
 			}
+			_ = p.server.Settle(m.ID, nil)
 		}
 	}()
 	// Close from the server side too, concurrently with the client's sends and close.
@@ -617,6 +622,7 @@ func TestLargeRequestReply(t *testing.T) {
 		if _, err := p.server.Send(ctx, m.Data, AckNone); err != nil {
 			t.Fatal(err)
 		}
+		_ = p.server.Settle(m.ID, nil)
 		m, err = p.client.Recv(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -624,6 +630,7 @@ func TestLargeRequestReply(t *testing.T) {
 		if err := checkPayload(m.Data, 9, i, n); err != nil {
 			t.Fatal(err)
 		}
+		_ = p.client.Settle(m.ID, nil)
 	}
 }
 
@@ -637,14 +644,18 @@ func TestIdleAfterRequests(t *testing.T) {
 		if _, err := p.client.Send(ctx, []byte("ping"), AckNone); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := p.server.Recv(ctx); err != nil {
+		if m, err := p.server.Recv(ctx); err != nil {
 			t.Fatal(err)
+		} else {
+			_ = p.server.Settle(m.ID, nil)
 		}
 		if _, err := p.server.Send(ctx, []byte("pong"), AckNone); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := p.client.Recv(ctx); err != nil {
+		if m, err := p.client.Recv(ctx); err != nil {
 			t.Fatal(err)
+		} else {
+			_ = p.client.Settle(m.ID, nil)
 		}
 	}
 	time.Sleep(8 * cfg.DeadPeerTimeout) // the test: nothing may happen while idle
@@ -694,8 +705,8 @@ func TestBuffersShrinkWhenIdle(t *testing.T) {
 		if err != nil || !bytes.Equal(m.Data, want) {
 			t.Fatalf("message %d: %v", i, err)
 		}
+		_ = p.server.Settle(m.ID, nil)
 	}
-	// A Recv waiting for more releases the last message, as an application's loop does.
 	got := make(chan Message, 1)
 	go func() {
 		m, err := p.server.Recv(ctx)

@@ -890,20 +890,20 @@ func (w *wireStream) message(mid uint64, level AckLevel, payload string, size in
 
 func wireFlags(level AckLevel, eom bool) uint8 { return dataFlagsFor(level, eom) }
 
-// wireDrain reads every complete message as Recv would: release the held one, take the next.
-// Data is copied, since it is only valid until the next release.
+// wireDrain reads every complete message as Recv would, and settles each. Data is copied, since
+// it is only valid until then.
 func wireDrain(s *Session) []Message {
 	var out []Message
 	for {
 		s.mu.Lock()
-		s.releaseLocked()
-		m, ok := s.nextMessageLocked()
-		if ok {
-			m.Data = bytes.Clone(m.Data)
-		}
+		m, ok := s.takeLocked()
 		s.mu.Unlock()
 		if !ok {
 			return out
+		}
+		m.Data = bytes.Clone(m.Data)
+		if err := s.Settle(m.ID, nil); err != nil {
+			panic(err)
 		}
 		out = append(out, m)
 	}
@@ -983,7 +983,7 @@ func TestReceiveValidStreamEveryChunkSize(t *testing.T) {
 			pongValue                                    uint64
 			rHead, rDone                                 uint64
 			state                                        State
-		}{s.rPID, s.recvCost, s.releasedCost, s.peerAck.credit, s.dMID, s.pMID, s.pongPending, s.pongValue, s.rHead, s.rDone, s.state}
+		}{s.rPID, s.recvCost, s.releasedCost, s.peerAck.credit, s.dTake, s.dSettle, s.pongPending, s.pongValue, s.rHead, s.rDone, s.state}
 		s.mu.Unlock()
 		wantCost := uint64(frames*dataHdrLen + len("hello"+"abcdefghi"+"xxyy"+"piggy"+"again"+"first-second"+"last"))
 		if st.rPID != frames || st.recvCost != wantCost || st.released != wantCost || st.rHead != st.rDone {
@@ -1076,7 +1076,7 @@ func TestReceiveCreditAndRingWrap(t *testing.T) {
 	if err := wireSameMessages(got, want); err != nil {
 		t.Fatal(err)
 	}
-	if cap(s.scratch) == 0 {
+	if cap(s.wrapBuf) == 0 {
 		t.Errorf("no record wrapped the ring's end: the test lost its point")
 	}
 	if len(s.rbuf.buf) > 1<<20 {

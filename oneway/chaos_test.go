@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,9 @@ import (
 
 func chaosLevel(i uint64) AckLevel { return AckLevel((i * 7) % 3) }
 
+// chaosWorkers handle the server's side of the chaos test.
+const chaosWorkers = 4
+
 // The receiving application fails every attempt at some messages and the first attempt at others.
 func alwaysFails(i uint64) bool { return i%11 == 0 }
 func failsOnce(i uint64) bool   { return i%4 == 0 }
@@ -30,8 +34,8 @@ func chaosContent(seed, i uint64) []byte {
 }
 
 // TestChaos is core's chaos test one layer up: tickets of all three levels, receivers that fail
-// some messages for good and others once, and a proxy resetting the connection after random byte
-// counts. Every ticket must end in the status its level and the receiver's verdicts call for,
+// some messages for good and others once (the server's with several handler goroutines), and a
+// proxy resetting the connection after random byte counts. Every ticket must end in the status its level and the receiver's verdicts call for,
 // exactly once; every message must be handled in order with the right attempts; and the events
 // must match the tickets one for one.
 func TestChaos(t *testing.T) {
@@ -61,9 +65,9 @@ func TestChaos(t *testing.T) {
 		sides[i].col = collect(sides[i].s)
 		sides[i].handled = make(chan error, 1)
 	}
-	// Each side's handler checks the peer's messages: in order, byte for byte, with the attempts
-	// the verdicts call for.
-	for i := range sides {
+	// The client's handler checks the server's messages: in order, byte for byte, with the
+	// attempts the verdicts call for.
+	for i := range sides[:1] {
 		me, peerSeed := &sides[i], sides[1-i].seed
 		var next uint64 = 1
 		var attempt int
@@ -94,6 +98,50 @@ func TestChaos(t *testing.T) {
 			}
 			return nil
 		})
+	}
+	// The server handles the client's messages with several goroutines, each pausing a random
+	// while, so messages finish out of order and redeliveries go to any of them; each message must
+	// still come byte for byte, with exactly the attempts its verdicts call for.
+	{
+		me, peerSeed := &sides[1], sides[0].seed
+		var mu sync.Mutex
+		attempts := make([]int, n+1)
+		finished := 0
+		var once sync.Once
+		finish := func(err error) { once.Do(func() { me.handled <- err }) }
+		_ = me.s.Handle(func(_ context.Context, d *Delivery) error {
+			for range mrand.IntN(10) {
+				runtime.Gosched()
+			}
+			if d.ID == 0 || d.ID > uint64(n) {
+				finish(fmt.Errorf("server got message %d", d.ID))
+				return nil
+			}
+			mu.Lock()
+			attempts[d.ID]++
+			attempt := attempts[d.ID]
+			mu.Unlock()
+			if d.Attempt != attempt || d.Redelivered != (attempt > 1) || d.Level != chaosLevel(d.ID) {
+				finish(fmt.Errorf("server: message %d attempt %d (redelivered %v, level %v), expected attempt %d",
+					d.ID, d.Attempt, d.Redelivered, d.Level, attempt))
+			}
+			if !bytes.Equal(d.Data, chaosContent(peerSeed, d.ID)) {
+				finish(fmt.Errorf("server: message %d corrupted", d.ID))
+			}
+			fail := d.Level == AckProcessed && (alwaysFails(d.ID) || failsOnce(d.ID) && attempt == 1)
+			if !fail || alwaysFails(d.ID) && attempt == 3 {
+				mu.Lock()
+				finished++
+				if finished == n {
+					finish(nil)
+				}
+				mu.Unlock()
+			}
+			if fail {
+				return fmt.Errorf("no %d/%d", d.ID, attempt)
+			}
+			return nil
+		}, Concurrency(chaosWorkers))
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)

@@ -95,6 +95,14 @@ func (e *RejectedError) Is(target error) bool { return target == ErrRejected }
 type Config struct {
 	// Core configures the session underneath.
 	Core core.Config
+	// MaxInFlight bounds the deliveries the application holds at once: returned by Recv and
+	// neither confirmed nor rejected. Default 1, the paper's rule: each Recv settles the delivery
+	// the previous Recv returned; if it asked for AckProcessed and was neither confirmed nor
+	// rejected, that attempt failed (ErrNotConfirmed) and the message comes again. Above 1,
+	// deliveries are independent: several goroutines may hold one each, every delivery must be
+	// confirmed or rejected (in any order), and Recv waits while MaxInFlight are held. Handle's
+	// Concurrency option raises it. It sets Core.MaxInFlight.
+	MaxInFlight int
 	// MaxAttempts is how many times a message that asked for AckProcessed is delivered before
 	// the receiver gives up on it and the sender's ticket fails. Default 3.
 	MaxAttempts int
@@ -110,7 +118,16 @@ func (c Config) withDefaults() (Config, error) {
 		c.MaxAttempts = DefaultMaxAttempts
 	}
 	if c.MaxAttempts < 0 {
-		return c, fmt.Errorf("ftsl/oneway: invalid Config: MaxAttempts %d", c.MaxAttempts)
+		return c, fmt.Errorf("ftsl: invalid oneway Config: MaxAttempts %d", c.MaxAttempts)
+	}
+	if c.MaxInFlight < 0 {
+		return c, fmt.Errorf("ftsl: invalid oneway Config: MaxInFlight %d", c.MaxInFlight)
+	}
+	if c.MaxInFlight > 0 {
+		c.Core.MaxInFlight = c.MaxInFlight
+	}
+	if c.Core.MaxInFlight == 0 {
+		c.Core.MaxInFlight = core.DefaultMaxInFlight
 	}
 	return c, nil
 }

@@ -4,169 +4,208 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 )
 
-// Delivery is a received message. The Delivery and its Data stay valid until the next Recv that
-// moves on to another message (redelivering the same message keeps them valid); copy Data to
-// keep it longer.
+// Delivery is one delivery of a received message: its first, or a later attempt after the
+// receiver failed an earlier one. It stays bound to that message and attempt for its whole life:
+// once it is confirmed, rejected or superseded by a later attempt, Confirm and Reject on it
+// return ErrNotCurrent and touch nothing else. Its Data stays valid until the message is
+// confirmed, or rejected for the last time; copy it to keep it longer. Pass a Delivery by
+// pointer: a copy does not know when the original was settled.
 type Delivery struct {
 	// Data is the message.
 	Data []byte
 	// ID is the message ID: the sender's Ticket.ID for the same message.
 	ID uint64
-	// Level is the acknowledgement the sender asked for. Only AckProcessed messages need
-	// Confirm; the others count as handled once received.
+	// Level is the acknowledgement the sender asked for. Only AckProcessed messages are
+	// redelivered; for the others Confirm and Reject only say the application is done with Data.
 	Level AckLevel
-	// Redelivered reports that this message was delivered before and not confirmed.
+	// Redelivered reports that this message was delivered before and that attempt failed.
 	Redelivered bool
 	// Attempt counts deliveries of this message: 1, then 2, 3... up to MaxAttempts.
 	Attempt int
 
-	s   *Session
-	gen uint64
+	s    *Session
+	open bool // neither confirmed, rejected nor superseded; guarded by s.rmu
+	_    noCopy
 }
 
+// noCopy makes go vet's copylocks check flag a copied Delivery: a copy would carry its own idea
+// of whether the delivery is still open.
+type noCopy struct{}
+
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}
+
 // Confirm reports that the message was processed; the sender's ticket ends as processed. For a
-// message that did not ask for AckProcessed it does nothing.
-func (d *Delivery) Confirm() error { return d.s.settle(d, nil) }
+// message that did not ask for AckProcessed it only releases the message.
+func (d *Delivery) Confirm() error {
+	s := d.s
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	if err := d.takeLocked(); err != nil {
+		return err
+	}
+	return s.cs.Settle(d.ID, nil)
+}
 
 // Reject reports that this attempt to process the message failed. The message is delivered
-// again by the next Recv (or to the handler), until MaxAttempts attempts failed; then the
-// receiver moves on and the sender's ticket fails with reason. For a message that did not ask for
-// AckProcessed it does nothing: no one is waiting to hear.
+// again, to this or another receiver, until MaxAttempts attempts failed; then the receiver moves
+// on and the sender's ticket fails with reason. For a message that did not ask for AckProcessed
+// it only releases the message: no one is waiting to hear.
 func (d *Delivery) Reject(reason error) error {
 	if reason == nil {
 		reason = errors.New("rejected")
 	}
-	return d.s.settle(d, reason)
+	s := d.s
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	if err := d.takeLocked(); err != nil {
+		return err
+	}
+	return s.failLocked(d, reason)
 }
 
-// Recv returns the next message, waiting until one arrives or ctx ends. If the message Recv
-// returned last asked for AckProcessed and was neither confirmed nor finally rejected, Recv
-// returns it again (the paper's rule: an unconfirmed message is redelivered) until MaxAttempts
-// deliveries; then the sender's ticket fails with the last reason and the next message comes.
+// takeLocked closes d, or says why it cannot be settled.
+func (d *Delivery) takeLocked() error {
+	if !d.open {
+		return fmt.Errorf("%w: message %d, attempt %d", ErrNotCurrent, d.ID, d.Attempt)
+	}
+	d.open = false
+	if d.s.current == d {
+		d.s.current = nil
+	}
+	return nil
+}
+
+// failLocked records that attempt d failed: the message goes back to be delivered again, or, after
+// its last attempt, the sender hears reason.
+func (s *Session) failLocked(d *Delivery, reason error) error {
+	if d.Level != AckProcessed {
+		return s.cs.Settle(d.ID, nil)
+	}
+	if d.Attempt >= s.cfg.MaxAttempts {
+		return s.cs.Settle(d.ID, reason)
+	}
+	if s.redelivered == nil {
+		s.redelivered = make(map[uint64]int)
+	}
+	s.redelivered[d.ID] = d.Attempt
+	return s.cs.Requeue(d.ID)
+}
+
+// Recv returns the next delivery, waiting until one is there or ctx ends: a message whose earlier
+// attempt failed comes again first, with Redelivered set and its attempt count, then new messages
+// in order.
+//
+// With MaxInFlight 1 (the default), Recv follows the paper's rule: it first settles the delivery
+// the previous Recv returned; if that one asked for AckProcessed and was neither confirmed nor
+// rejected, the attempt failed with ErrNotConfirmed and the message comes again, until
+// MaxAttempts; then the sender's ticket fails with the last reason and the next message comes.
+// With MaxInFlight above 1, deliveries are independent: each must be confirmed or rejected, and
+// Recv waits while MaxInFlight are held.
+//
 // After the session ends, Recv returns the messages already received, then the session's error.
 // Recv and Handle must not be used together.
 func (s *Session) Recv(ctx context.Context) (*Delivery, error) {
-	select {
-	case s.recvSem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	defer func() { <-s.recvSem }()
-
 	s.rmu.Lock()
-	if s.held && !s.settled {
-		// The application asked for more without confirming: the attempt failed.
-		if !s.failed {
-			s.reason = ErrNotConfirmed
-		}
-		if s.attempt < s.cfg.MaxAttempts {
-			s.attempt++
-			s.failed = false
-			s.gen++
-			d := &s.delivery
-			*d = Delivery{Data: s.heldMsg.Data, ID: s.heldMsg.ID, Level: s.heldMsg.Level,
-				Redelivered: true, Attempt: s.attempt, s: s, gen: s.gen}
-			s.rmu.Unlock()
-			return d, nil
-		}
-		if err := s.cs.Settle(s.heldMsg.ID, s.reason); err != nil {
+	if d := s.current; d != nil {
+		// The paper's rule: asking for the next message ends the attempt the application had.
+		_ = d.takeLocked()
+		if err := s.failLocked(d, ErrNotConfirmed); err != nil {
 			s.rmu.Unlock()
 			return nil, err
 		}
-		s.settled = true
 	}
-	s.held = false
-	s.gen++ // deliveries handed out before are no longer current
 	s.rmu.Unlock()
 
 	m, err := s.cs.Recv(ctx)
 	if err != nil {
 		return nil, err
 	}
-
+	d := &Delivery{Data: m.Data, ID: m.ID, Level: m.Level, Attempt: 1, s: s, open: true}
 	s.rmu.Lock()
-	defer s.rmu.Unlock()
-	s.held, s.heldMsg, s.attempt, s.failed, s.reason = true, m, 1, false, nil
-	s.settled = m.Level != AckProcessed // core settles the others by itself
-	s.gen++
-	d := &s.delivery
-	*d = Delivery{Data: m.Data, ID: m.ID, Level: m.Level, Attempt: 1, s: s, gen: s.gen}
+	if n, ok := s.redelivered[m.ID]; ok {
+		delete(s.redelivered, m.ID)
+		d.Attempt, d.Redelivered = n+1, true
+	}
+	if s.inFlight == 1 {
+		s.current = d
+	}
+	s.rmu.Unlock()
 	return d, nil
 }
 
-// settle records the application's verdict on d: nil confirms, an error rejects this attempt.
-func (s *Session) settle(d *Delivery, reason error) error {
-	s.rmu.Lock()
-	defer s.rmu.Unlock()
-	if !s.held || d.gen != s.gen || d.ID != s.heldMsg.ID {
-		return fmt.Errorf("%w: message %d", ErrNotCurrent, d.ID)
-	}
-	if s.settled {
-		if s.heldMsg.Level != AckProcessed {
-			return nil
-		}
-		return fmt.Errorf("%w: message %d was already settled", ErrNotCurrent, d.ID)
-	}
-	if reason == nil {
-		if err := s.cs.Settle(d.ID, nil); err != nil {
-			return err
-		}
-		s.settled = true
-		return nil
-	}
-	if s.failed {
-		return fmt.Errorf("%w: attempt %d of message %d was already rejected", ErrNotCurrent, d.Attempt, d.ID)
-	}
-	s.failed, s.reason = true, reason
-	if s.attempt >= s.cfg.MaxAttempts {
-		// That was the last attempt: the sender hears the reason now, not at the next Recv.
-		if err := s.cs.Settle(d.ID, reason); err != nil {
-			return err
-		}
-		s.settled = true
-	}
-	return nil
-}
+// HandleOption configures Handle.
+type HandleOption func(*handleConfig)
 
-// Handle starts delivering messages to handler on a goroutine of the session's own, one at a
-// time, in order. A handler that returns nil confirms the message; one that returns an error, or
-// panics (the panic is recovered and reported as ErrHandlerPanic, not re-thrown), fails the
-// attempt, and the message comes again until MaxAttempts. The context the handler gets ends with
-// the session. Handle may be called once, and not together with Recv.
-func (s *Session) Handle(handler func(ctx context.Context, d *Delivery) error) error {
+type handleConfig struct{ workers int }
+
+// Concurrency runs the handler on n goroutines at once (default 1). Messages are handed out in
+// order but may finish in any order; the sender still sees processed advance over those finished
+// without a gap, and each failure as it comes. It raises MaxInFlight to n if it is lower.
+func Concurrency(n int) HandleOption { return func(c *handleConfig) { c.workers = n } }
+
+// Handle delivers messages to handler on goroutines of the session's own (one, unless Concurrency
+// says more). A handler that returns nil confirms the message; one that returns an error, or
+// panics, fails the attempt, and the message comes again (to any of the goroutines) until
+// MaxAttempts. A panic is recovered, reported as ErrHandlerPanic with the panic value and stack
+// in the attempt's reason, logged, and never re-thrown. The context the handler gets ends with the
+// session. Handle may be called once, and not together with Recv.
+func (s *Session) Handle(handler func(ctx context.Context, d *Delivery) error, opts ...HandleOption) error {
+	hc := handleConfig{workers: 1}
+	for _, o := range opts {
+		o(&hc)
+	}
+	if hc.workers < 1 || hc.workers > maxHandlers {
+		return fmt.Errorf("ftsl: oneway Handle: Concurrency %d outside [1, %d]", hc.workers, maxHandlers)
+	}
 	s.rmu.Lock()
 	if s.handling {
 		s.rmu.Unlock()
-		return errors.New("ftsl/oneway: Handle called twice")
+		return errors.New("ftsl: oneway Handle called twice")
 	}
 	s.handling = true
-	s.handlerW.Add(1)
-	s.rmu.Unlock()
-	go func() {
-		defer s.handlerW.Done()
-		for {
-			// Not s.ctx: messages received before the session ended are still handed over.
-			d, err := s.Recv(context.Background())
-			if err != nil {
-				return
-			}
-			if err := call(s.ctx, handler, d); err != nil {
-				_ = d.Reject(err)
-			} else {
-				_ = d.Confirm()
-			}
+	if hc.workers > s.inFlight {
+		if err := s.cs.SetMaxInFlight(hc.workers); err != nil {
+			s.rmu.Unlock()
+			return err
 		}
-	}()
+		s.inFlight = hc.workers
+	}
+	s.handlerW.Add(hc.workers)
+	s.rmu.Unlock()
+	for range hc.workers {
+		go func() {
+			defer s.handlerW.Done()
+			for {
+				// Not s.ctx: messages received before the session ended are still handed over.
+				d, err := s.Recv(context.Background())
+				if err != nil {
+					return
+				}
+				if err := s.call(handler, d); err != nil {
+					_ = d.Reject(err)
+				} else {
+					_ = d.Confirm()
+				}
+			}
+		}()
+	}
 	return nil
 }
 
-func call(ctx context.Context, handler func(context.Context, *Delivery) error, d *Delivery) (err error) {
+// maxHandlers bounds Handle's Concurrency: a goroutine each.
+const maxHandlers = 1 << 12
+
+func (s *Session) call(handler func(context.Context, *Delivery) error, d *Delivery) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %v", ErrHandlerPanic, r)
+			s.cfg.Core.Logger.Error().Uint64("session", s.id).Uint64("message", d.ID).
+				Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).Msg("oneway handler panicked; attempt failed")
 		}
 	}()
-	return handler(ctx, d)
+	return handler(s.ctx, d)
 }

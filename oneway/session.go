@@ -38,20 +38,14 @@ type Session struct {
 	drained     chan struct{} // closed when closing and no ticket is outstanding
 	wasDown     bool          // the connection died since the last resume
 
-	// recvSem lets one Recv at a time through; rmu guards the held message, which Confirm and
-	// Reject also touch from other goroutines.
-	recvSem  chan struct{}
-	rmu      sync.Mutex
-	held     bool
-	heldMsg  core.Message
-	attempt  int   // delivery number of the held message, from 1
-	failed   bool  // the current attempt was rejected
-	settled  bool  // the held message's outcome was reported to core
-	reason   error // why the last attempt failed
-	gen      uint64
-	delivery Delivery // reused: valid until the next Recv
-	handling bool
-	handlerW sync.WaitGroup
+	// Receive side, guarded by rmu. inFlight is the bound on deliveries held at once (the core
+	// session's MaxInFlight); at 1 the paper's rule holds: each Recv settles the previous delivery.
+	rmu         sync.Mutex
+	inFlight    int
+	current     *Delivery      // with inFlight 1: the delivery the last Recv returned, if open
+	redelivered map[uint64]int // requeued messages: the attempts they have had
+	handling    bool
+	handlerW    sync.WaitGroup
 
 	doneOnce sync.Once
 	done     chan struct{}
@@ -59,14 +53,14 @@ type Session struct {
 
 func newSession(cs *core.Session, cfg Config) *Session {
 	s := &Session{
-		cs:      cs,
-		cfg:     cfg,
-		ev:      events.New(cfg.Events),
-		id:      cs.ID(),
-		sendSem: make(chan struct{}, 1),
-		recvSem: make(chan struct{}, 1),
-		drained: make(chan struct{}),
-		done:    make(chan struct{}),
+		cs:       cs,
+		cfg:      cfg,
+		ev:       events.New(cfg.Events),
+		id:       cs.ID(),
+		sendSem:  make(chan struct{}, 1),
+		inFlight: cfg.Core.MaxInFlight,
+		drained:  make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.tq.init(1)
@@ -86,9 +80,6 @@ func (s *Session) State() core.State { return s.cs.State() }
 
 // Stats returns the counters of the session underneath.
 func (s *Session) Stats() core.Stats { return s.cs.Stats() }
-
-// Core is the session underneath, for what this package does not wrap.
-func (s *Session) Core() *core.Session { return s.cs }
 
 // Events returns the channel of the session's events (see events.Dispatcher). It is bounded:
 // events the application does not read in time are dropped and counted by EventsDropped, never

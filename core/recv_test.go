@@ -1,0 +1,277 @@
+package core
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestConcurrentReceivers: several goroutines receive from one session, each checking its
+// message's bytes after giving the others a chance to run, then settling it. A message must stay
+// intact until settled, whoever else calls Recv meanwhile; with MaxInFlight 1 the receivers take
+// turns, above it they hold messages at once.
+func TestConcurrentReceivers(t *testing.T) {
+	for _, inFlight := range []int{0, 4} {
+		t.Run(fmt.Sprint("MaxInFlight=", inFlight), func(t *testing.T) { testConcurrentReceivers(t, inFlight) })
+	}
+}
+
+func testConcurrentReceivers(t *testing.T, inFlight int) {
+	p := newPair(t, "tcp", Config{}, Config{MaxInFlight: inFlight})
+	ctx := testCtx(t)
+	const n, size = 3000, 2048
+	go func() {
+		for i := uint64(1); i <= n; i++ {
+			if _, err := p.client.Send(ctx, payload(7, i, size), AckProcessed); err != nil {
+				t.Errorf("send %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	rec := newRecorder()
+	p.client.Observe(rec)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	got := 0
+	for range max(2, inFlight) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				if got == n {
+					mu.Unlock()
+					return
+				}
+				got++
+				mu.Unlock()
+				m, err := p.server.Recv(ctx)
+				if err != nil {
+					t.Errorf("recv: %v", err)
+					return
+				}
+				runtime.Gosched()
+				if err := checkPayload(m.Data, 7, m.ID, size); err != nil {
+					t.Errorf("held message changed under its receiver: %v", err)
+				}
+				if err := p.server.Settle(m.ID, nil); err != nil {
+					t.Errorf("settle %d: %v", m.ID, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if err := rec.await(ctx, func(r *recorder) bool { return r.progress.Processed == n }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMaxInFlight: Recv hands out at most MaxInFlight messages before one is settled, settling
+// any of them (not only the oldest) lets the next one go, and SetMaxInFlight raises the bound.
+func TestMaxInFlight(t *testing.T) {
+	p := newPair(t, "pipe", Config{}, Config{MaxInFlight: 3})
+	ctx := testCtx(t)
+	for i := 1; i <= 6; i++ {
+		if _, err := p.client.Send(ctx, []byte{byte(i)}, AckProcessed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recv := func(want uint64) {
+		t.Helper()
+		m, err := p.server.Recv(ctx)
+		if err != nil || m.ID != want || !bytes.Equal(m.Data, []byte{byte(want)}) {
+			t.Fatalf("Recv: ID %d %v %v, want message %d", m.ID, m.Data, err, want)
+		}
+	}
+	recv(1)
+	recv(2)
+	recv(3)
+	// Messages 4 to 6 have arrived (or will), but three are held.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	if m, err := p.server.Recv(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a fourth Recv with three held returned message %d, %v", m.ID, err)
+	}
+	cancel()
+	if err := p.server.Settle(2, nil); err != nil {
+		t.Fatal(err)
+	}
+	recv(4)
+	if err := p.server.SetMaxInFlight(0); err == nil {
+		t.Fatal("SetMaxInFlight(0) accepted")
+	}
+	got := make(chan uint64)
+	go func() {
+		m, err := p.server.Recv(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- m.ID
+	}()
+	if err := p.server.SetMaxInFlight(5); err != nil {
+		t.Fatal(err)
+	}
+	if id := <-got; id != 5 {
+		t.Fatalf("after raising MaxInFlight: message %d, want 5", id)
+	}
+	if st := p.server.Stats(); st.MessagesReceived != 5 {
+		t.Fatalf("%d messages received", st.MessagesReceived)
+	}
+}
+
+// TestRequeue: a message given back comes out of Recv again, first, with the same ID and Data;
+// only a held message can be given back, once at a time.
+func TestRequeue(t *testing.T) {
+	p := newPair(t, "pipe", Config{AckDelay: time.Millisecond}, Config{MaxInFlight: 2})
+	ctx := testCtx(t)
+	rec := newRecorder()
+	p.client.Observe(rec)
+	for _, s := range []string{"one", "two", "three"} {
+		if _, err := p.client.Send(ctx, []byte(s), AckProcessed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m1, _ := p.server.Recv(ctx)
+	m2, _ := p.server.Recv(ctx)
+	if err := p.server.Requeue(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.server.Requeue(1); !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("second Requeue: %v", err)
+	}
+	if err := p.server.Requeue(3); !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("Requeue of a message not received: %v", err)
+	}
+	again, err := p.server.Recv(ctx) // two held, but a requeued message is already held
+	if err != nil || again.ID != 1 || string(again.Data) != "one" || &again.Data[0] != &m1.Data[0] {
+		t.Fatalf("after Requeue: ID %d %q %v", again.ID, again.Data, err)
+	}
+	if err := p.server.Settle(2, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.await(ctx, func(r *recorder) bool { return r.progress.Delivered == 2 }); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	if rec.progress.Processed != 0 {
+		t.Errorf("processed %d while message 1 is held", rec.progress.Processed)
+	}
+	rec.mu.Unlock()
+	if err := p.server.Settle(1, errors.New("no")); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.await(ctx, func(r *recorder) bool { return r.progress.Processed == 2 && r.failed[1] == "no" }); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := p.server.Recv(ctx); err != nil || m.ID != 3 {
+		t.Fatalf("then: ID %d %v", m.ID, err)
+	}
+	_ = m2
+}
+
+// TestHeldMessagesStayIntact feeds a session messages of random sizes while the application keeps
+// some of them held for a long time and settles the rest: the held ones pin the ring, which grows
+// past them and wraps; a requeued message straddling the ring's end comes back the same. Every held
+// message's Data must be unchanged when it is finally settled.
+func TestHeldMessagesStayIntact(t *testing.T) {
+	s := newParseHarness()
+	s.maxInFlight = maxMaxInFlight
+	rng := mrand.New(mrand.NewPCG(11, 12))
+	type heldMsg struct {
+		m    Message
+		want []byte
+	}
+	var kept []heldMsg
+	mid := uint64(0)
+	wrapped, requeued := 0, 0
+	for round := 0; round < 200; round++ {
+		w := &wireStream{}
+		w.pid = s.rd.rPID
+		var want [][]byte
+		for k := 0; k < 20; k++ {
+			mid++
+			p := make([]byte, rng.IntN(6000))
+			for i := range p {
+				p[i] = byte(mid*7 + uint64(i))
+			}
+			w.message(mid, AckProcessed, string(p), MaxFramePayload)
+			want = append(want, p)
+		}
+		// Settle the oldest kept messages until the round fits in the credit, as a sender would wait.
+		var cost uint64
+		for _, p := range want {
+			cost += messageCost(len(p))
+		}
+		for s.rd.recvCost+cost > s.releasedCost+s.peer.window {
+			k := kept[0]
+			kept = kept[1:]
+			if !bytes.Equal(k.m.Data, k.want) {
+				t.Fatalf("held message %d changed", k.m.ID)
+			}
+			if err := s.Settle(k.m.ID, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.feed(w.b, 1000); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range want {
+			s.mu.Lock()
+			m, ok := s.takeLocked()
+			s.mu.Unlock()
+			if !ok {
+				t.Fatal("no message to take")
+			}
+			if !bytes.Equal(m.Data, p) {
+				t.Fatalf("message %d arrived wrong", m.ID)
+			}
+			if a, b := s.rbuf.span(s.rTake-uint64(len(p)), s.rTake); len(a) > 0 && len(b) > 0 {
+				wrapped++
+				if err := s.Requeue(m.ID); err != nil {
+					t.Fatal(err)
+				}
+				s.mu.Lock()
+				again, ok := s.takeLocked()
+				s.mu.Unlock()
+				if !ok || again.ID != m.ID || !bytes.Equal(again.Data, p) {
+					t.Fatalf("requeued message %d came back as %d", m.ID, again.ID)
+				}
+				requeued++
+			}
+			if rng.IntN(10) == 0 {
+				kept = append(kept, heldMsg{m, p})
+			} else if err := s.Settle(m.ID, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Now and then a kept message is settled, out of order.
+		for len(kept) > 0 && rng.IntN(3) == 0 {
+			i := rng.IntN(len(kept))
+			k := kept[i]
+			kept = append(kept[:i], kept[i+1:]...)
+			if !bytes.Equal(k.m.Data, k.want) {
+				t.Fatalf("held message %d changed", k.m.ID)
+			}
+			if err := s.Settle(k.m.ID, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, k := range kept {
+		if !bytes.Equal(k.m.Data, k.want) {
+			t.Fatalf("held message %d changed", k.m.ID)
+		}
+	}
+	t.Logf("%d messages straddled the ring's end; ring %d bytes", wrapped, len(s.rbuf.buf))
+	if wrapped == 0 || requeued == 0 {
+		t.Fatalf("no message straddled the ring's end (%d, %d): the test lost its point", wrapped, requeued)
+	}
+}

@@ -1,0 +1,176 @@
+package oneway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"reflect"
+	"sync"
+	"testing"
+
+	"github.com/ftsl-go/ftsl/core"
+)
+
+// TestStaleDeliveryStaysBound: a worker that kept message 1's delivery and rejects it after the
+// next Recv must not touch message 2.
+func TestStaleDeliveryStaysBound(t *testing.T) {
+	p := newPair(t, false, Config{}, Config{MaxAttempts: 1})
+	ctx := testCtx(t)
+	t1, err := p.client.Send(ctx, []byte("one"), AckProcessed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2, err := p.client.Send(ctx, []byte("two"), AckProcessed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1, err := p.server.Recv(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Confirm(); err != nil {
+		t.Fatal(err)
+	}
+	d2, err := p.server.Recv(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Reject(errors.New("late")); !errors.Is(err, ErrNotCurrent) {
+		t.Errorf("Reject on message 1's delivery after it was confirmed: %v, want ErrNotCurrent", err)
+	}
+	if d1.ID != 1 || !bytes.Equal(d1.Data, []byte("one")) {
+		t.Errorf("message 1's delivery now says ID %d, data %q", d1.ID, d1.Data)
+	}
+	if err := d2.Confirm(); err != nil {
+		t.Fatal(err)
+	}
+	for i, tk := range []*Ticket{t1, t2} {
+		if st, err := tk.Wait(ctx); st != StatusProcessed || err != nil {
+			t.Errorf("ticket %d: %v %v, want processed", i+1, st, err)
+		}
+	}
+}
+
+// TestNoCoreEscapeHatch: nothing exported on a one-way session hands out the core session
+// underneath, whose sends would bypass the tickets and break the session for good.
+func TestNoCoreEscapeHatch(t *testing.T) {
+	coreSession := reflect.TypeFor[*core.Session]()
+	st := reflect.TypeFor[*Session]()
+	for i := range st.NumMethod() {
+		m := st.Method(i)
+		for j := range m.Type.NumOut() {
+			if m.Type.Out(j) == coreSession {
+				t.Errorf("oneway.Session.%s returns the core session", m.Name)
+			}
+		}
+	}
+}
+
+// TestDispatcherPool: one goroutine receives and hands each delivery to a worker goroutine, which
+// rejects every first attempt. With MaxInFlight deliveries held, the dispatcher waits in Recv; a
+// rejected message must come back to it (not wait for a new message), and every ticket ends
+// processed after exactly two attempts.
+func TestDispatcherPool(t *testing.T) {
+	p := newPair(t, false, Config{}, Config{MaxInFlight: 3})
+	ctx := testCtx(t)
+	const n = 200
+	var tickets []*Ticket
+	for i := 0; i < n; i++ {
+		tk, err := p.client.Send(ctx, []byte{byte(i)}, AckProcessed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tickets = append(tickets, tk)
+	}
+	var mu sync.Mutex
+	attempts := map[uint64][]int{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for handled := 0; handled < 2*n; handled++ {
+			d, err := p.server.Recv(ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			go func() {
+				mu.Lock()
+				attempts[d.ID] = append(attempts[d.ID], d.Attempt)
+				mu.Unlock()
+				if d.Attempt == 1 {
+					_ = d.Reject(errors.New("first try"))
+				} else {
+					_ = d.Confirm()
+				}
+			}()
+		}
+	}()
+	for _, tk := range tickets {
+		if st, err := tk.Wait(ctx); st != StatusProcessed || err != nil {
+			t.Fatalf("ticket %d: %v %v", tk.ID(), st, err)
+		}
+	}
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	for id := uint64(1); id <= n; id++ {
+		if a := attempts[id]; len(a) != 2 || a[0] != 1 || a[1] != 2 {
+			t.Fatalf("message %d attempts %v", id, a)
+		}
+	}
+}
+
+// TestConcurrentHandlers: with Concurrency(4) a handler stuck on one message does not stop the
+// others from being handled, a message failing once is redelivered meanwhile, and the sender sees
+// processed move past the stuck message as soon as it is released.
+func TestConcurrentHandlers(t *testing.T) {
+	p := newPair(t, false, Config{}, Config{})
+	ctx := testCtx(t)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	handled := map[uint64]int{}
+	others := make(chan struct{})
+	err := p.server.Handle(func(_ context.Context, d *Delivery) error {
+		mu.Lock()
+		handled[d.ID]++
+		if len(handled) == 10 && handled[2] == 2 {
+			close(others)
+		}
+		mu.Unlock()
+		switch {
+		case d.ID == 1:
+			<-release // stuck until every other message was handled
+		case d.ID == 2 && d.Attempt == 1:
+			return errors.New("once")
+		}
+		return nil
+	}, Concurrency(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.server.Handle(func(context.Context, *Delivery) error { return nil }); err == nil {
+		t.Fatal("a second Handle was accepted")
+	}
+	var tickets []*Ticket
+	for i := 0; i < 10; i++ {
+		tk, err := p.client.Send(ctx, []byte{byte(i)}, AckProcessed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tickets = append(tickets, tk)
+	}
+	select {
+	case <-others:
+	case <-ctx.Done():
+		t.Fatalf("messages 2 to 10 were not handled while message 1 was: %v", handled)
+	}
+	if st := tickets[9].Status(); st == StatusProcessed {
+		t.Fatal("message 10 processed while message 1 is not: processed is a prefix")
+	}
+	close(release)
+	for _, tk := range tickets {
+		if st, err := tk.Wait(ctx); st != StatusProcessed || err != nil {
+			t.Fatalf("ticket %d: %v %v", tk.ID(), st, err)
+		}
+	}
+}

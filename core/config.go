@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"math"
+	"math/bits"
 	"net"
 	"time"
 
@@ -16,9 +18,10 @@ import (
 type Config struct {
 	// SendBufferBytes bounds the sent buffer: messages accepted by Send and not yet acknowledged
 	// by the peer, counted with their 24-byte frame headers. Send blocks (TrySend fails) while a
-	// message does not fit. Default 4 MiB; at least one message of MaxMessageSize. Both
-	// buffers take memory as they fill, not up front, and give it back once emptied and idle
-	// for a heartbeat interval (Stats.BufferMemory).
+	// message does not fit. Default 4 MiB; at least one message of MaxMessageSize; values above
+	// 2^62 (1 GiB where int has 32 bits) are clamped to it. Both buffers take memory as they
+	// fill, not up front, and give it back once emptied and idle for a heartbeat interval
+	// (Stats.BufferMemory).
 	SendBufferBytes int
 
 	// ReceiveBufferBytes bounds the received buffer: messages received and not yet read by the
@@ -119,6 +122,9 @@ const (
 	maxMaxInFlight = 1 << 16
 	maxWindow      = 1 << 30
 	minWindow      = 1024
+	// maxSendBuffer is the largest power of two an int holds (2^30 or 2^62): the sent buffer's
+	// ring grows to its bound rounded up to a power of two, and that must not overflow an int.
+	maxSendBuffer = 1 << (bits.UintSize - 2)
 	// maxPendingFailures bounds the FAIL reports a receiver keeps until the peer acknowledges
 	// them; a receiver holds back further messages that ask for processing while it is full.
 	maxPendingFailures = 64
@@ -140,6 +146,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.MaxHandshakes, DefaultMaxHandshakes)
 	setDefault(&c.AcceptBacklog, DefaultAcceptBacklog)
 	setDefault(&c.MaxInFlight, DefaultMaxInFlight)
+	c.SendBufferBytes = min(c.SendBufferBytes, maxSendBuffer)
 	if c.Resolver == nil {
 		c.Resolver = identityResolver{}
 	}
@@ -192,6 +199,8 @@ func (c *Config) offer() hello {
 		maxMessage: uint32(c.MaxMessageSize),
 		window:     uint32(c.ReceiveBufferBytes),
 		deadPeerMs: uint32(c.DeadPeerTimeout / time.Millisecond),
-		sendBuffer: uint32(min(c.SendBufferBytes, 1<<32-1)),
+		// A u32 on the wire: the peer uses it only up to its own window (at most 1 GiB), so
+		// clamping a larger buffer tells it all it needs.
+		sendBuffer: uint32(min(uint64(c.SendBufferBytes), math.MaxUint32)),
 	}
 }

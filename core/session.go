@@ -275,7 +275,7 @@ func newSession(cfg Config, client bool) *Session {
 func (s *Session) setPeer(version uint8, h hello) {
 	s.peer = peerParams{
 		version:    version,
-		maxMessage: min(s.cfg.MaxMessageSize, int(h.maxMessage)),
+		maxMessage: int(min(uint32(s.cfg.MaxMessageSize), h.maxMessage)), // int(u32) overflows on 32-bit
 		window:     uint64(s.cfg.ReceiveBufferBytes),
 		deadPeer:   s.cfg.DeadPeerTimeout,
 		heartbeat:  min(s.cfg.HeartbeatInterval, time.Duration(h.deadPeerMs)*time.Millisecond/3),

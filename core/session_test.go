@@ -145,7 +145,7 @@ func TestInvalidConfig(t *testing.T) {
 		{HeartbeatInterval: time.Second, DeadPeerTimeout: time.Second},
 		{BackoffMin: time.Second, BackoffMax: time.Millisecond},
 		{SendBufferBytes: -1},
-		{ReceiveBufferBytes: 2 << 30},
+		{ReceiveBufferBytes: maxWindow + 1},
 	} {
 		if _, err := Dial(context.Background(), "127.0.0.1:1", cfg); err == nil {
 			t.Errorf("Dial accepted %+v", cfg)

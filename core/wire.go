@@ -181,13 +181,12 @@ func (h header) dataPayloadLen() int {
 func frameCost(n int) uint64 { return uint64(dataHdrLen + n) }
 
 // messageCost is the cost of a message of n bytes sent by Send: one frame per MaxFramePayload bytes
-// (an empty message is one empty frame).
-func messageCost(n int) uint64 {
-	frames := (n + MaxFramePayload - 1) / MaxFramePayload
-	if frames == 0 {
-		frames = 1
-	}
-	return uint64(n) + uint64(frames)*dataHdrLen
+// (an empty message is one empty frame). It also takes a peer's advertised size, a u32, and
+// counts in uint64: where int has 32 bits, int(u32) can turn negative and n+MaxFramePayload wrap.
+func messageCost[N int | uint32](n N) uint64 {
+	u := uint64(n)
+	frames := max(1, (u+MaxFramePayload-1)/MaxFramePayload)
+	return u + frames*dataHdrLen
 }
 
 // AckLevel says what a message's sender wants to hear back about it.
@@ -326,7 +325,7 @@ func parseHello(b []byte) (hello, error) {
 
 // check rejects parameters no peer could honour: a window that cannot hold the largest message.
 func (h hello) check() error {
-	if h.maxMessage == 0 || h.window < minWindow || uint64(h.window) < messageCost(int(h.maxMessage))+dataHdrLen {
+	if h.maxMessage == 0 || h.window < minWindow || uint64(h.window) < messageCost(h.maxMessage)+dataHdrLen {
 		return protocolError("handshake: window %d cannot hold a message of %d bytes", h.window, h.maxMessage)
 	}
 	if h.deadPeerMs < 10 {

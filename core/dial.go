@@ -25,7 +25,6 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 		return nil, fmt.Errorf("ftsl/core: dial %s: %w", addr, err)
 	}
 	s.id, s.token = w.sid, w.token
-	s.log = s.log.With().Uint64("session", s.id).Logger()
 	s.setPeer(w.version, w.params())
 	s.peerAck.credit = w.acks.credit
 	s.mu.Lock()
@@ -90,7 +89,7 @@ func (s *Session) reconnect() *link {
 				s.unlockNotify()
 				return nil
 			}
-			s.log.Debug().Err(err).Int("attempt", attempt).Msg("reconnect failed")
+			s.log.Debug().Uint64("session", s.id).Err(err).Int("attempt", attempt).Msg("reconnect failed")
 			continue
 		}
 		s.mu.Lock()
@@ -108,7 +107,7 @@ func (s *Session) reconnect() *link {
 		s.stats.Reconnects++
 		l := s.startLinkLocked(c, false)
 		s.unlockNotify()
-		s.log.Debug().Int("attempt", attempt).Msg("session resumed")
+		s.log.Debug().Uint64("session", s.id).Int("attempt", attempt).Msg("session resumed")
 		return l
 	}
 }

@@ -269,7 +269,6 @@ func (ln *Listener) openSession(c net.Conn, body []byte, deadline time.Time) {
 		_ = c.Close()
 		return
 	}
-	s.log = s.log.With().Uint64("session", s.id).Logger()
 	w := welcome{version: v, sid: s.id, token: s.token, acks: ackBlock{credit: s.peer.window}}
 	off := ln.cfg.offer()
 	w.maxMessage, w.window, w.deadPeerMs, w.sendBuffer = off.maxMessage, off.window, off.deadPeerMs, off.sendBuffer
@@ -305,7 +304,7 @@ func (ln *Listener) openSession(c net.Conn, body []byte, deadline time.Time) {
 		s.abort(abortListener, "listener closed")
 		return
 	}
-	s.log.Debug().Msg("new session")
+	s.log.Debug().Uint64("session", s.id).Msg("new session")
 	select {
 	case ln.accept <- s:
 	case <-t.C:
@@ -330,7 +329,7 @@ func (ln *Listener) resumeSession(c net.Conn, body []byte, deadline time.Time) {
 		return
 	}
 	if err := s.resumeOn(c, r, deadline); err != nil {
-		s.log.Debug().Err(err).Msg("resume refused")
+		s.log.Debug().Uint64("session", s.id).Err(err).Msg("resume refused")
 		_ = c.Close()
 	}
 }
@@ -422,7 +421,7 @@ func (s *Session) resumeOn(c net.Conn, r resume, deadline time.Time) error {
 	}
 	s.stats.Reconnects++
 	s.startLinkLocked(c, true)
-	s.log.Debug().Msg("session resumed")
+	s.log.Debug().Uint64("session", s.id).Msg("session resumed")
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync"
@@ -11,30 +12,67 @@ import (
 // link is one TCP (or TLS) connection carrying a session. A session has at most one at a time;
 // each link has one reader and one writer goroutine.
 type link struct {
-	conn  net.Conn
-	raw   *rawWriter // for non-blocking inline writes; nil unless conn is a plain TCP socket
-	gen   uint64
-	dead  chan struct{} // closed by fail
-	done  chan struct{} // closed when both goroutines returned
-	alive atomic.Int32
-	once  sync.Once
-	err   error // why it failed; written once before dead is closed
+	conn   net.Conn
+	closer net.Conn   // what fail closes: the TCP connection under TLS, so no alert is written
+	raw    *rawWriter // for non-blocking inline writes; nil unless conn is a plain TCP socket
+	rawr   *rawReader // for reads that hold no buffer while waiting; nil likewise
+	gen    uint64
+	dead   chan struct{} // closed by fail
+	done   chan struct{} // closed when both goroutines returned
+	alive  atomic.Int32
+	once   sync.Once
+	err    error // why it failed; written once before dead is closed
+	// inline is the batch Send writes on this connection itself (see writeInlineLocked). It
+	// belongs to the connection, not the session: a write still under way on a dead connection
+	// must not share its batch with the next connection's.
+	inline writeBatch
 }
 
 func newLink(c net.Conn, gen uint64) *link {
-	l := &link{conn: c, gen: gen, dead: make(chan struct{}), done: make(chan struct{})}
+	l := &link{conn: c, closer: c, gen: gen, dead: make(chan struct{}), done: make(chan struct{})}
+	if tc, ok := c.(*tls.Conn); ok {
+		l.closer = tc.NetConn()
+	}
 	l.raw = newRawWriter(c)
+	l.rawr = newRawReader(c)
 	l.alive.Store(2)
 	return l
 }
 
-// fail closes the connection; the first caller's error is kept.
+// fail closes the connection; the first caller's error is kept. Callers may hold the session's
+// mutex, so it must not write: over TLS it closes the TCP connection underneath rather than the
+// TLS connection, whose Close writes a close_notify alert and can wait seconds for a peer that
+// does not read. (FTSL's own CLOSE and CLOSED, inside TLS, already say that a session ended well.)
 func (l *link) fail(err error) {
 	l.once.Do(func() {
 		l.err = err
 		close(l.dead)
-		_ = l.conn.Close()
+		_ = l.closer.Close()
 	})
+}
+
+// read reads from the connection into (*buf)[w:], making a buffer if *buf is nil. On Linux TCP
+// the buffer comes from a pool and goes back while the connection is idle (see rawReader).
+func (l *link) read(buf *[]byte, w int) (int, error) {
+	if l.rawr != nil {
+		return l.rawr.read(buf, w)
+	}
+	if *buf == nil {
+		*buf = make([]byte, minReadBuf)
+	}
+	return l.conn.Read((*buf)[w:])
+}
+
+// readBufs holds idle connections' read buffers of the smallest size.
+var readBufs = sync.Pool{New: func() any { return new([minReadBuf]byte) }}
+
+func getReadBuf() []byte { return readBufs.Get().(*[minReadBuf]byte)[:] }
+
+// putReadBuf gives back a buffer of minReadBuf bytes; bigger ones are left to the collector.
+func putReadBuf(b []byte) {
+	if len(b) == minReadBuf {
+		readBufs.Put((*[minReadBuf]byte)(b))
+	}
 }
 
 // exited is called by the reader and by the writer as they return; the last one calls gone.

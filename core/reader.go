@@ -94,7 +94,7 @@ const (
 func (s *Session) readLoop(l *link) {
 	defer s.goroutineExited()
 	defer l.exited(func() { s.linkGone(l) })
-	buf := make([]byte, minReadBuf)
+	var buf []byte // nil while idle on Linux TCP: see link.read
 	r, w := 0, 0
 	var b readBatch
 	deadPeer := s.peer.deadPeer
@@ -112,7 +112,7 @@ func (s *Session) readLoop(l *link) {
 			w = copy(buf, buf[r:w])
 			r = 0
 		}
-		n, err := l.conn.Read(buf[w:])
+		n, err := l.read(&buf, w)
 		if n > 0 {
 			w += n
 			b.reset()
@@ -122,16 +122,18 @@ func (s *Session) readLoop(l *link) {
 				// A full read says traffic is heavy: read more at a time.
 				nb := make([]byte, 2*len(buf))
 				w = copy(nb, buf[r:w])
+				putReadBuf(buf)
 				r, buf = 0, nb
 			}
 			if !s.publish(l, &b) {
+				putReadBuf(buf)
 				return
 			}
 			if b.ping {
 				// The peer has sent nothing else for a heartbeat interval: a good moment to give
 				// back what a burst made the buffers grow to, if the application has caught up.
 				if r == w && len(buf) > minReadBuf {
-					buf, r, w = make([]byte, minReadBuf), 0, 0
+					buf, r, w = nil, 0, 0
 				}
 				s.trimReceive()
 			}
@@ -151,6 +153,7 @@ func (s *Session) readLoop(l *link) {
 			}
 			s.log.Debug().Uint64("session", s.id).Err(err).Msg("connection lost")
 			l.fail(err)
+			putReadBuf(buf)
 			return
 		}
 	}
@@ -346,12 +349,13 @@ func (s *Session) endDataFrame(b *readBatch) {
 	b.newData = true
 }
 
-// trimReceive drops the receive ring and descriptors, which grow with bursts, once everything in
-// them has been taken by Recv and released. They are allocated again, small, when data comes.
-// The reader calls it.
+// trimReceive drops the receive ring and descriptors once everything in them has been settled:
+// they grow with bursts, and even at their smallest they are most of an idle session's memory.
+// They are allocated again, small, when data comes. The reader calls it when the peer pings,
+// that is when it has sent nothing for a heartbeat interval.
 func (s *Session) trimReceive() {
 	rd := &s.rd
-	if rd.inFrame > 0 || rd.inMsg || (len(rd.ring.buf) <= minRingCap && len(rd.descs) <= minDescs) {
+	if rd.inFrame > 0 || rd.inMsg || (rd.ring.buf == nil && rd.descs == nil) {
 		return
 	}
 	s.mu.Lock()

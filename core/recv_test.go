@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -274,4 +276,140 @@ func TestHeldMessagesStayIntact(t *testing.T) {
 	if wrapped == 0 || requeued == 0 {
 		t.Fatalf("no message straddled the ring's end (%d, %d): the test lost its point", wrapped, requeued)
 	}
+}
+
+// panicky is an Observer that panics on every call.
+type panicky struct{}
+
+func (panicky) Progress(Progress)         { panic("progress") }
+func (panicky) Failed(uint64, string)     { panic("failed") }
+func (panicky) StateChanged(State, error) { panic("state") }
+
+// TestObserversSideBySide: a layer's observer and the application's both hear every note; one
+// that panics is counted and harms neither the session nor the others; a removed one hears no more.
+func TestObserversSideBySide(t *testing.T) {
+	p := newPair(t, "pipe", Config{AckDelay: time.Millisecond}, Config{})
+	ctx := testCtx(t)
+	layer, app := newRecorder(), newRecorder()
+	p.client.Observe(layer)
+	p.client.Observe(panicky{})
+	removeApp := p.client.Observe(app)
+	for i := 1; i <= 3; i++ {
+		if _, err := p.client.Send(ctx, []byte{byte(i)}, AckProcessed); err != nil {
+			t.Fatal(err)
+		}
+		m, err := p.server.Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fail error
+		if i == 2 {
+			fail = errors.New("two")
+		}
+		_ = p.server.Settle(m.ID, fail)
+	}
+	for _, r := range []*recorder{layer, app} {
+		if err := r.await(ctx, func(r *recorder) bool { return r.progress.Processed == 3 && r.failed[2] == "two" }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := p.client.Stats().ObserverPanics; n == 0 {
+		t.Fatal("no observer panic counted")
+	}
+	removeApp()
+	if _, err := p.client.Send(ctx, []byte{4}, AckProcessed); err != nil {
+		t.Fatal(err)
+	}
+	m, err := p.server.Recv(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = p.server.Settle(m.ID, nil)
+	if err := layer.await(ctx, func(r *recorder) bool { return r.progress.Processed == 4 }); err != nil {
+		t.Fatal(err)
+	}
+	app.mu.Lock()
+	defer app.mu.Unlock()
+	if app.progress.Processed != 3 {
+		t.Fatalf("a removed observer heard processed %d", app.progress.Processed)
+	}
+}
+
+// gatedConn is a connection whose writes can be made to block until it is closed: a peer that
+// stopped reading, with the socket buffers full.
+type gatedConn struct {
+	net.Conn
+	gated  atomic.Bool
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (c *gatedConn) Write(b []byte) (int, error) {
+	if c.gated.Load() {
+		<-c.closed
+		return 0, net.ErrClosed
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *gatedConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
+type gatedListener struct {
+	net.Listener
+	conns chan *gatedConn
+}
+
+func (l gatedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	g := &gatedConn{Conn: c, closed: make(chan struct{})}
+	l.conns <- g
+	return g, nil
+}
+
+// TestTLSCloseWritesNothingUnderLock: when a TLS session's connection is closed while the peer
+// reads nothing, closing must not write TLS's close_notify alert under the session's lock, where
+// it would wait for a peer that never reads and hold up every call on the session.
+func TestTLSCloseWritesNothingUnderLock(t *testing.T) {
+	ctx := testCtx(t)
+	base := runtime.NumGoroutine()
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl := gatedListener{nl, make(chan *gatedConn, 4)}
+	stls, ctls := testTLS(t)
+	ln, err := NewListener(gl, Config{TLS: stls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := Dial(ctx, nl.Addr().String(), Config{TLS: ctls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc := <-gl.conns
+	gc.gated.Store(true) // the server can no longer write a byte
+	c.Abort()            // the server reads ABORT and ends its session, closing the connection
+	select {
+	case <-s.Done():
+	case <-time.After(10 * time.Second):
+		_ = gc.Close() // let the stuck write go, so the test can end
+		t.Fatal("the server session did not end: closing its TLS connection is stuck writing under the session's lock")
+	}
+	if !errors.Is(s.Err(), ErrSessionClosed) {
+		t.Fatalf("server session ended with %v", s.Err())
+	}
+	waitDone(t, c)
+	_ = ln.Close()
+	checkGoroutines(t, base)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -85,6 +86,7 @@ type Stats struct {
 	SendBuffered, RecvBuffered     int           // bytes in the sent and received buffers now
 	BufferMemory                   int           // bytes those buffers have allocated
 	RTT                            time.Duration // the last heartbeat's round trip
+	ObserverPanics                 uint64        // observer calls that panicked (and were recovered)
 }
 
 // Session is one end of an FTSL session: a message stream each way that outlives any number
@@ -120,8 +122,8 @@ type Session struct {
 	// Everything below is guarded by mu.
 
 	state   State
-	err     error    // why the session ended
-	obs     Observer // nil: notes are dropped
+	err     error       // why the session ended
+	obs     []*Observer // replaced, never modified, when one is added or removed; empty: notes are dropped
 	peer    peerParams
 	link    *link // the current connection; nil while disconnected
 	gen     uint64
@@ -176,11 +178,10 @@ type Session struct {
 	peerFSeq                    uint64 // last FAIL sequence applied from the peer
 
 	// Writer bookkeeping. One write at a time is under way on a link: the writer goroutine's, or
-	// an inline one from Send (writingOn says on which link); pending is an inline batch the
-	// socket could not take at once, which that link's writer finishes.
+	// an inline one from Send (writingOn says on which link); pending is an inline batch (the
+	// link's own) the socket could not take at once, which that link's writer finishes.
 	writerIdle   bool
 	writingOn    *link // the link a write is under way on, if any
-	inline       writeBatch
 	pending      *writeBatch
 	pendingOn    *link
 	alarmAt      time.Time // when the writer's timer rings
@@ -319,12 +320,28 @@ func (s *Session) Stats() Stats {
 	return st
 }
 
-// Observe sets the observer that hears of the session's progress and state. Set it before the
-// first Send, so no progress is missed; a session reports no progress on messages it did not send.
-func (s *Session) Observe(o Observer) {
+// Observe adds o to the observers that hear of the session's progress and state, and returns a
+// function that removes it. Add it before the first Send, so no progress is missed; a session
+// reports no progress on messages it did not send. Each layer above core and the application may
+// observe side by side: each observer hears every note, in the order they happened, one observer
+// at a time. An observer that panics is logged and counted (Stats.ObserverPanics); the session
+// and the other observers carry on.
+func (s *Session) Observe(o Observer) (remove func()) {
+	p := &o // the pointer identifies this registration, even if o is added twice
 	s.mu.Lock()
-	s.obs = o
+	s.obs = append(s.obs[:len(s.obs):len(s.obs)], p)
 	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for i, x := range s.obs {
+			if x == p {
+				obs := make([]*Observer, 0, len(s.obs)-1)
+				s.obs = append(append(obs, s.obs[:i]...), s.obs[i+1:]...)
+				return
+			}
+		}
+	}
 }
 
 // once if urgent.
@@ -490,7 +507,7 @@ func (s *Session) goroutineExited() {
 
 // noteLocked queues a note for the observer. Progress notes merge, since they are cumulative.
 func (s *Session) noteLocked(n note) {
-	if s.obs == nil {
+	if len(s.obs) == 0 {
 		return
 	}
 	if n.kind == noteProgress && len(s.notes) > 0 && s.notes[len(s.notes)-1].kind == noteProgress {
@@ -503,28 +520,48 @@ func (s *Session) noteLocked(n note) {
 // unlockNotify delivers queued notes, in order and one goroutine at a time, without holding mu,
 // and unlocks. Whoever finds notes queued and nobody delivering becomes the deliverer.
 func (s *Session) unlockNotify() {
-	for len(s.notes) > 0 && !s.notifying && s.obs != nil {
+	for len(s.notes) > 0 && !s.notifying && len(s.obs) > 0 {
 		s.notifying = true
 		notes, obs := s.notes, s.obs
 		s.notes = s.spare[:0]
 		s.mu.Unlock()
+		panics := 0
 		for i := range notes {
-			n := &notes[i]
-			switch n.kind {
-			case noteProgress:
-				obs.Progress(n.p)
-			case noteFailed:
-				obs.Failed(n.mid, n.reason)
-			case noteState:
-				obs.StateChanged(n.state, n.err)
+			for _, o := range obs {
+				if !s.tell(*o, &notes[i]) {
+					panics++
+				}
 			}
-			*n = note{}
+			notes[i] = note{}
 		}
 		s.mu.Lock()
+		s.stats.ObserverPanics += uint64(panics)
 		s.spare = notes[:0]
 		s.notifying = false
 	}
 	s.mu.Unlock()
+}
+
+// tell gives one note to one observer. It reports false if the observer panicked: the panic is
+// logged, not re-thrown, since it would take down the goroutine that happened to deliver the note
+// (the connection's reader, say) and with it the session.
+func (s *Session) tell(o Observer, n *note) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			ok = false
+			s.log.Error().Uint64("session", s.id).Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).
+				Msg("session observer panicked")
+		}
+	}()
+	switch n.kind {
+	case noteProgress:
+		o.Progress(n.p)
+	case noteFailed:
+		o.Failed(n.mid, n.reason)
+	case noteState:
+		o.StateChanged(n.state, n.err)
+	}
+	return true
 }
 
 // newID returns a random nonzero session ID.

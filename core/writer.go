@@ -74,6 +74,8 @@ func (s *Session) writeLoop(l *link) {
 // wroteLocked records that the write of batch w returned, and reports whether the link must close
 // now (the session ended).
 func (s *Session) wroteLocked(l *link, w *writeBatch, now time.Time, err error) bool {
+	// Drop the batch's views of the sent buffer: they would keep a trimmed buffer's memory alive.
+	w.iov, w.bufs = [len(w.iov)][]byte{}, nil
 	if s.writingOn == l {
 		s.writingOn = nil
 	}
@@ -107,7 +109,7 @@ func (s *Session) setAlarmLocked(now time.Time, d time.Duration) {
 // attempt to write. Whatever does not fit in the socket goes to the writer, so Send never blocks
 // on the network. Called with mu held; returns with it held.
 func (s *Session) writeInlineLocked(l *link) {
-	w := &s.inline
+	w := &l.inline
 	now := time.Now()
 	s.buildLocked(w, now)
 	if len(w.bufs) == 0 {
@@ -230,9 +232,10 @@ func (s *Session) buildLocked(w *writeBatch, now time.Time) time.Duration {
 	}
 	hb := s.lastWrite.Add(s.peer.heartbeat)
 	if !now.Before(hb) {
-		if s.sHead == s.sTail && !s.streamOpen && len(s.sbuf.buf) > minRingCap {
-			// Idle for a heartbeat interval with nothing unacknowledged: give back what a burst
-			// made the sent buffer grow to. A write still under way keeps the old array alive.
+		if s.sHead == s.sTail && !s.streamOpen {
+			// Idle for a heartbeat interval with nothing unacknowledged: give back the sent
+			// buffer, whatever its size (even the smallest is most of an idle session's memory).
+			// A write still under way keeps the old array alive.
 			s.sbuf = ring{}
 		}
 		s.pingSent = now

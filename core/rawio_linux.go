@@ -1,6 +1,7 @@
 package core
 
 import (
+	"io"
 	"net"
 	"syscall"
 	"unsafe"
@@ -78,4 +79,73 @@ func consume(bufs *net.Buffers, n int) {
 		n -= len(b)
 		*bufs = (*bufs)[1:]
 	}
+}
+
+// rawReader reads a socket without holding a buffer while it waits: the buffer is taken from a
+// pool when bytes arrive and given back when the socket runs dry with nothing pending in it, so
+// an idle connection costs no read buffer. (Go's own Read parks the goroutine with the buffer in
+// hand.) Its callback is bound once, so a read allocates nothing.
+type rawReader struct {
+	rc    syscall.RawConn
+	buf   *[]byte
+	w     int
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+func newRawReader(c net.Conn) *rawReader {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	r := &rawReader{rc: rc}
+	r.fn = r.readOnce
+	return r
+}
+
+func (r *rawReader) readOnce(fd uintptr) bool {
+	if *r.buf == nil {
+		*r.buf = getReadBuf()
+	}
+	for {
+		n, err := syscall.Read(int(fd), (*r.buf)[r.w:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EAGAIN {
+			if r.w == 0 {
+				putReadBuf(*r.buf)
+				*r.buf = nil
+			}
+			return false // wait until the socket is readable, then try again
+		}
+		r.n, r.errno = max(n, 0), 0
+		if errno, ok := err.(syscall.Errno); ok {
+			r.errno = errno
+		}
+		return true
+	}
+}
+
+// read reads into (*buf)[w:], taking a buffer from the pool if *buf is nil, and may leave *buf nil
+// again (if w is 0) while it waits. It returns io.EOF when the peer closed the connection.
+func (r *rawReader) read(buf *[]byte, w int) (int, error) {
+	r.buf, r.w = buf, w
+	err := r.rc.Read(r.fn)
+	r.buf = nil
+	if err != nil {
+		return 0, err
+	}
+	if r.errno != 0 {
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: r.errno}
+	}
+	if r.n == 0 {
+		return 0, io.EOF
+	}
+	return r.n, nil
 }

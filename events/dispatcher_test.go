@@ -16,11 +16,11 @@ import (
 // It is never used to let something happen: tests wait on channels or Done.
 const timeout = 10 * time.Second
 
-// Defaults documented on Config.
+// Defaults documented on Config; the tests check the dispatcher behaves by them.
 const (
-	defaultQueueSize   = 1 << 16
-	defaultChannelSize = 256
-	batchSize          = 32 // events the dispatcher goroutine takes off the queue at once
+	defaultQueueSize   = 512
+	defaultChannelSize = 16
+	batchSize          = 16 // events the dispatcher goroutine takes off the queue at once
 )
 
 func msg(n uint64) events.Event {
@@ -129,24 +129,25 @@ func assertClosed(t *testing.T, ch <-chan events.Event) {
 }
 
 func TestOrder(t *testing.T) {
+	// Each case publishes no more than its queue holds, so nothing can be dropped whatever the
+	// scheduling: a full channel makes the dispatcher wait for the reader, who keeps reading; the
+	// reader only has to drain the backlog within CloseGrace of Close.
 	const n = 10_000
-	// Sized to hold every event, nothing can be dropped whatever the scheduling. With the default
-	// sizes, the queue (65,536) holds them all too, and a full channel makes the dispatcher wait
-	// for the reader, who keeps reading; the reader only has to drain the backlog within
-	// CloseGrace of Close.
 	roomy := events.Config{QueueSize: n, ChannelSize: n}
 	tests := []struct {
 		name      string
 		cfg       events.Config
+		n         uint64
 		callbacks int
 		channel   bool
 	}{
-		{"callback and channel", roomy, 1, true},
-		{"callback only", roomy, 1, false},
-		{"channel only", roomy, 0, true},
-		{"three callbacks and channel", roomy, 3, true},
-		{"default sizes, callback and channel", events.Config{}, 1, true},
-		{"small channel, callback and channel", events.Config{ChannelSize: 1}, 1, true},
+		{"callback and channel", roomy, n, 1, true},
+		{"callback only", roomy, n, 1, false},
+		{"channel only", roomy, n, 0, true},
+		{"three callbacks and channel", roomy, n, 3, true},
+		{"small channel, callback and channel", events.Config{QueueSize: n, ChannelSize: 1}, n, 1, true},
+		{"default sizes, callback and channel", events.Config{}, defaultQueueSize, 1, true},
+		{"default queue, channel of 1", events.Config{ChannelSize: 1}, defaultQueueSize, 1, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -169,21 +170,21 @@ func TestOrder(t *testing.T) {
 				close(readerDone)
 			}
 
-			for i := uint64(1); i <= n; i++ {
+			for i := uint64(1); i <= tt.n; i++ {
 				d.Publish(msg(i))
 			}
 			d.Close()
 			waitDone(t, d)
 			recv(t, readerDone, "channel reader")
 
-			want := seq(1, n)
+			want := seq(1, tt.n)
 			for i, g := range got {
 				if !slices.Equal(g, want) {
-					t.Errorf("callback %d received %d events, not 1..%d in order (first %v)", i, len(g), n, g[:min(len(g), 10)])
+					t.Errorf("callback %d received %d events, not 1..%d in order (first %v)", i, len(g), tt.n, g[:min(len(g), 10)])
 				}
 			}
 			if tt.channel && !slices.Equal(fromChannel, want) {
-				t.Errorf("channel yielded %d events, not 1..%d in order", len(fromChannel), n)
+				t.Errorf("channel yielded %d events, not 1..%d in order", len(fromChannel), tt.n)
 			}
 			if d.Dropped() != 0 {
 				t.Errorf("Dropped() = %d, want 0", d.Dropped())
@@ -292,14 +293,14 @@ func TestPublishNeverBlocks(t *testing.T) {
 // TestPublishNeverBlocksRacing publishes the whole burst without waiting for the dispatcher to
 // start, so how many events it takes off the queue before blocking depends on scheduling.
 //
-// The goroutine takes one batch, k = min(32, events queued at that moment) >= 1 events, and blocks
+// The goroutine takes one batch, k = min(16, events queued at that moment) >= 1 events, and blocks
 // on its first one. The queue always holds the first Q published (at most Q are ever queued), so:
 //   - if it takes its batch after p <= Q events were published, nothing was dropped before, k
 //     slots are freed, and the remaining events drop exactly beyond Q+k: dropped = 100-k;
-//   - if after p > Q, p-Q were dropped before, k = min(32, Q) slots are freed and the next
+//   - if after p > Q, p-Q were dropped before, k = min(16, Q) slots are freed and the next
 //     min(k, Q+100-p) events fill them: dropped is between 100-k and 100.
 //
-// Hence 100-min(32,Q) <= dropped <= 100, delivered = Q+100-dropped, and the first Q events are
+// Hence 100-min(16,Q) <= dropped <= 100, delivered = Q+100-dropped, and the first Q events are
 // always delivered, everything in order.
 func TestPublishNeverBlocksRacing(t *testing.T) {
 	tests := []struct {

@@ -42,8 +42,11 @@ func TestChaos(t *testing.T) {
 	n := testkit.ChaosMessages()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d, %d messages each way", seed, n)
-	ccfg := Config{Core: core.Config{BackoffMin: time.Millisecond, BackoffMax: 10 * time.Millisecond, AckDelay: time.Millisecond}}
-	p := newPair(t, true, ccfg, Config{Core: core.Config{AckDelay: time.Millisecond}})
+	// Sending flat out, one ack can end thousands of tickets at once: the event queues must hold
+	// that burst for "events match tickets one for one" to hold.
+	evq := events.Config{QueueSize: 1 << 16}
+	ccfg := Config{Core: core.Config{BackoffMin: time.Millisecond, BackoffMax: 10 * time.Millisecond, AckDelay: time.Millisecond}, Events: evq}
+	p := newPair(t, true, ccfg, Config{Core: core.Config{AckDelay: time.Millisecond}, Events: evq})
 	p.proxy.SetChaos(faultnet.Chaos{MinBytes: 1, MaxBytes: 3 << 20, Seed: int64(seed)})
 	p.proxy.KillAll() // chaos applies to connections made from now on
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)

@@ -106,7 +106,9 @@ type Config struct {
 	// MaxAttempts is how many times a message that asked for AckProcessed is delivered before
 	// the receiver gives up on it and the sender's ticket fails. Default 3.
 	MaxAttempts int
-	// Events sizes the event dispatcher (queue and channel). Default: events.Config's defaults.
+	// Events configures the event dispatcher: queue and channel sizes, and OnPanic, which hears
+	// of a panic in an OnEvent callback after it is logged to Core.Logger. Default: events.Config's
+	// defaults.
 	Events events.Config
 }
 

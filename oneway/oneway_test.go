@@ -456,7 +456,10 @@ func TestBufferFullEvent(t *testing.T) {
 // TestEventOrder: over connection kills, a session's events come in the order things happened:
 // reconnecting before resumed, and for every message delivered before processed, in message order.
 func TestEventOrder(t *testing.T) {
-	cfg := Config{Core: core.Config{BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond, AckDelay: time.Millisecond}}
+	// Sending flat out, one ack can end thousands of tickets at once: the event queue must hold
+	// that burst for the test's "none dropped" to hold.
+	cfg := Config{Core: core.Config{BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond, AckDelay: time.Millisecond},
+		Events: events.Config{QueueSize: 1 << 16}}
 	p := newPair(t, true, cfg, Config{})
 	ctx := testCtx(t)
 	col := collect(p.client)

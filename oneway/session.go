@@ -55,13 +55,15 @@ func newSession(cs *core.Session, cfg Config) *Session {
 	s := &Session{
 		cs:       cs,
 		cfg:      cfg,
-		ev:       events.New(cfg.Events),
 		id:       cs.ID(),
 		sendSem:  make(chan struct{}, 1),
 		inFlight: cfg.Core.MaxInFlight,
 		drained:  make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	evCfg := cfg.Events
+	evCfg.OnPanic = s.eventCallbackPanicked
+	s.ev = events.New(evCfg)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.tq.init(1)
 	cs.Observe(observer{s})
@@ -70,6 +72,16 @@ func newSession(cs *core.Session, cfg Config) *Session {
 		observer{s}.StateChanged(st, cs.Err())
 	}
 	return s
+}
+
+// eventCallbackPanicked logs a panic raised by an OnEvent callback (the dispatcher recovered it
+// and delivers the rest), then hands it to the application's own Config.Events.OnPanic.
+func (s *Session) eventCallbackPanicked(e events.Event, v any, stack []byte) {
+	s.cfg.Core.Logger.Error().Uint64("session", s.id).Stringer("event", e).Str("panic", fmt.Sprint(v)).
+		Bytes("stack", stack).Msg("event callback panicked")
+	if f := s.cfg.Events.OnPanic; f != nil {
+		f(e, v, stack)
+	}
 }
 
 // ID is the session ID, the same on both ends.

@@ -53,7 +53,17 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 }
 
 // connectNew runs new-session handshakes until one succeeds, one fails for good, or ctx ends.
+// ctx has a deadline.
 func (s *Session) connectNew(ctx context.Context) (net.Conn, welcome, error) {
+	deadline, _ := ctx.Deadline()
+	// ended is ctx's error, or DeadlineExceeded as soon as the deadline passed: a connection's
+	// own deadline, set to the same instant, may cut an attempt short before ctx's timer fires.
+	ended := func() error {
+		if err := ctx.Err(); err != nil || time.Now().Before(deadline) {
+			return err
+		}
+		return context.DeadlineExceeded
+	}
 	backoff := s.cfg.BackoffMin
 	var last error // the last failure worth another try
 	for {
@@ -63,12 +73,13 @@ func (s *Session) connectNew(ctx context.Context) (net.Conn, welcome, error) {
 			return c, w, nil
 		case retryable(err):
 			last = err
-		case last == nil || ctx.Err() == nil:
+		case last == nil || ended() == nil:
 			return nil, welcome{}, err
 		}
-		if ctx.Err() != nil {
-			// What the server said last tells more than the deadline cutting an attempt short.
-			return nil, welcome{}, fmt.Errorf("%w; gave up: %w", last, ctx.Err())
+		// Once ctx ends, what the server said last tells more than the deadline cutting an
+		// attempt short.
+		if end := ended(); end != nil {
+			return nil, welcome{}, fmt.Errorf("%w; gave up: %w", last, end)
 		}
 		d := backoff/2 + rand.N(backoff/2+1)
 		backoff = min(2*backoff, s.cfg.BackoffMax)

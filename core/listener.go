@@ -61,6 +61,10 @@ type source struct {
 // busyLinger bounds how long a busy answer waits for the client to read it and hang up.
 const busyLinger = time.Second
 
+// minBusyAnswers is the least number of busy answers under way at once, however small
+// MaxHandshakes: a listener with few handshakes is the one that answers busy most.
+const minBusyAnswers = 64
+
 // busyDrain bounds the bytes a busy answer reads and discards meanwhile: a HELLO, a RESUME or a
 // TLS ClientHello fit many times over.
 const busyDrain = 16 << 10
@@ -93,7 +97,7 @@ func NewListener(ln net.Listener, cfg Config) (*Listener, error) {
 		log:        cfg.Logger,
 		accept:     make(chan *Session, cfg.AcceptBacklog),
 		backlog:    make(chan struct{}, cfg.AcceptBacklog),
-		busy:       make(chan struct{}, cfg.MaxHandshakes),
+		busy:       make(chan struct{}, max(cfg.MaxHandshakes, minBusyAnswers)),
 		sessions:   make(map[uint64]*Session),
 		handshakes: make(map[*handshake]struct{}),
 		sources:    make(map[netip.Addr]*source),
@@ -188,6 +192,10 @@ func (l *Listener) acceptLoop() {
 		delay = 0
 		hs, evicted, busy := l.admit(c)
 		if evicted != nil {
+			// An abortive close (RST): the kernel keeps no state for a stranger's connection.
+			if lc, ok := evicted.c.(interface{ SetLinger(int) error }); ok {
+				_ = lc.SetLinger(0)
+			}
 			_ = evicted.c.Close()
 			if e := l.stranger(zerolog.WarnLevel); e != nil {
 				e.Str("remote", evicted.c.RemoteAddr().String()).Dur("age", time.Since(evicted.start)).
@@ -318,8 +326,8 @@ func sourceOf(c net.Conn) netip.Addr {
 // client sends is read and thrown away until it hangs up (it has read REJECT then), for at most
 // busyLinger and busyDrain bytes. The REJECT goes in the clear even on a TLS listener: answering
 // inside TLS would mean running the very handshake being refused; a TLS client recognises it
-// (plainBusy). Busy answers are bounded like handshakes; beyond MaxHandshakes of them the
-// connection is just closed, which the client retries as well.
+// (plainBusy). Busy answers are bounded like handshakes; beyond MaxHandshakes of them (or
+// minBusyAnswers) the connection is just closed, which the client retries as well.
 func (l *Listener) answerBusy(c net.Conn, reason string) {
 	select {
 	case l.busy <- struct{}{}:

@@ -303,6 +303,24 @@ var busyCases = []busyCase{
 		},
 	},
 	{
+		// The backlog is full before the session that fills it is confirmed: a client that
+		// got WELCOME then would have its session dropped later, for want of room.
+		name:   "accept backlog reserved",
+		server: Config{AcceptBacklog: 1},
+		hold: func(t *testing.T, addr string, ln *Listener, clientTLS *tls.Config) func() {
+			confirm := holdHandshake(t, addr, clientTLS)
+			return func() {
+				confirm()
+				s, err := ln.Accept(testCtx(t))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				t.Cleanup(func() { s.Abort(); waitDone(t, s) })
+			}
+		},
+	},
+	{
 		name:   "handshakes",
 		server: Config{MaxHandshakes: 1},
 		hold: func(t *testing.T, addr string, ln *Listener, clientTLS *tls.Config) func() {
@@ -414,7 +432,7 @@ func TestDialReadsBusy(t *testing.T) {
 // closes nothing: the REJECT must arrive whole, then the end of the stream, and no reset, however
 // the HELLO and the server's answer cross.
 func TestBusyAnswerIsReadable(t *testing.T) {
-	addr, _, _ := busyListener(t, busyCases[1])
+	addr, _, _ := busyListener(t, busyCases[2]) // busy before the first frame is read
 	hello := helloFrame(t)
 	for i := range 50 {
 		c, err := net.Dial("tcp", addr)

@@ -18,8 +18,9 @@ import (
 //
 // A busy server (RejectBusy) and connections refused, reset or closed during the handshake are
 // tried again, with the jittered backoff of reconnections (BackoffMin to BackoffMax), until ctx
-// ends; if ctx has no deadline, Dial gives up after HandshakeTimeout in all. Then it returns the
-// last failure, which also matches ctx's error. Other rejections return at once.
+// ends; if ctx has no deadline, Dial gives up after HandshakeTimeout in all. It then returns the
+// last of those failures (a *RejectError for busy), wrapped so that it also matches ctx's error.
+// Other failures, other rejections among them, return at once.
 func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {

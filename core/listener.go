@@ -199,7 +199,7 @@ func (l *Listener) acceptLoop() {
 			_ = evicted.c.Close()
 			if e := l.stranger(zerolog.WarnLevel); e != nil {
 				e.Str("remote", evicted.c.RemoteAddr().String()).Dur("age", time.Since(evicted.start)).
-					Msg("too many handshakes; dropped the oldest that had sent nothing yet")
+					Msg("too many handshakes; dropped the oldest without a first frame")
 			}
 		}
 		switch {
@@ -367,8 +367,8 @@ func (l *Listener) reserveBacklog() bool {
 func (l *Listener) releaseBacklog() { <-l.backlog }
 
 // stranger returns an event at level lvl (warn or debug) for the log about a connection that is
-// not a client yet, or nil, which logs nothing, when too many came lately. The first event after
-// a quiet spell says how many were held back.
+// not a client yet, or nil, which logs nothing, when too many came lately. The next event let
+// through says how many were held back.
 func (l *Listener) stranger(lvl zerolog.Level) *zerolog.Event {
 	lim := &l.quiet[0]
 	if lvl < zerolog.WarnLevel {

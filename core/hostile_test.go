@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	mrand "math/rand/v2"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,11 +39,15 @@ type attack struct {
 	wg      sync.WaitGroup
 	dropped atomic.Int64 // connections the server closed
 	slowCut atomic.Int64 // of those, connections that had sent part of a HELLO
+	// going is closed once the server has dropped as many connections as the attack has
+	// goroutines, twice: by then all of them are in, and in again.
+	going   chan struct{}
+	goingAt int64
 }
 
 func startAttack(addr string, idle, slow int, hello []byte, interval time.Duration) *attack {
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &attack{cancel: cancel}
+	a := &attack{cancel: cancel, going: make(chan struct{}), goingAt: 2 * int64(idle+slow)}
 	for i := range idle + slow {
 		a.wg.Add(1)
 		go func() {
@@ -75,7 +82,9 @@ func (a *attack) run(ctx context.Context, addr string, slow bool, hello []byte, 
 				continue
 			}
 			if ctx.Err() == nil {
-				a.dropped.Add(1)
+				if a.dropped.Add(1) == a.goingAt {
+					close(a.going)
+				}
 				if sent > 0 {
 					a.slowCut.Add(1)
 				}
@@ -103,10 +112,55 @@ func (w *strangerLines) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// botnet is a net.Listener that tells the hostile test's clients apart, though all of them
+// connect over 127.0.0.1: a connection from a port that a legitimate client registered (dial) comes
+// from 127.0.0.1; any other comes from one of botnetSize attacker addresses, chosen by its port.
+type botnet struct {
+	net.Listener
+	mu    sync.Mutex
+	legit map[int]bool
+}
+
+// botnetSize attacker addresses hold up to botnetSize*64 handshakes, more than a listener's 256:
+// both the per-source bound and the listener's bound are reached.
+const botnetSize = 8
+
+func (b *botnet) Accept() (net.Conn, error) {
+	c, err := b.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	port := c.RemoteAddr().(*net.TCPAddr).Port
+	b.mu.Lock()
+	legit := b.legit[port]
+	b.mu.Unlock()
+	if legit {
+		return c, nil
+	}
+	bot := netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + port%botnetSize)})
+	return sourcedConn{c, net.TCPAddrFromAddrPort(netip.AddrPortFrom(bot, uint16(port)))}, nil
+}
+
+// dial is a legitimate client's Config.Dial. It connects from a port below the ephemeral range
+// (which the attackers' ports come from), registered before it connects.
+func (b *botnet) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	for {
+		port := 20000 + mrand.IntN(10000)
+		b.mu.Lock()
+		b.legit[port] = true
+		b.mu.Unlock()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}}
+		c, err := d.DialContext(ctx, network, addr)
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return c, err
+		}
+	}
+}
+
 // TestHostileHandshakes floods a listener with the default handshake limits with idle and
-// slowloris connections, reopened as soon as they are dropped, and checks that legitimate clients
-// still open new sessions and resume an existing one, within a deadline well below
-// HandshakeTimeout, and that the log about the attackers stays a trickle.
+// slowloris connections from a botnet, reopened as soon as they are dropped, and checks that
+// legitimate clients still open new sessions and resume an existing one, within a deadline well
+// below HandshakeTimeout, and that the log about the attackers stays a trickle.
 func TestHostileHandshakes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("floods the loopback")
@@ -114,7 +168,12 @@ func TestHostileHandshakes(t *testing.T) {
 	base := testGoroutines()
 	logs := &strangerLines{}
 	const handshakeTimeout = 10 * time.Second // the default; legitimate clients need far less
-	ln, err := Listen("127.0.0.1:0", Config{
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bots := &botnet{Listener: nl, legit: make(map[int]bool)}
+	ln, err := NewListener(bots, Config{
 		HandshakeTimeout:  handshakeTimeout,
 		FirstFrameTimeout: 500 * time.Millisecond,
 		Logger:            zerolog.New(logs).Level(zerolog.DebugLevel),
@@ -127,13 +186,13 @@ func TestHostileHandshakes(t *testing.T) {
 	quick := func() (context.Context, context.CancelFunc) {
 		return context.WithTimeout(ctx, handshakeTimeout/3)
 	}
-	fast := Config{BackoffMin: time.Millisecond, BackoffMax: 50 * time.Millisecond}
+	fast := Config{BackoffMin: time.Millisecond, BackoffMax: 50 * time.Millisecond, Dial: bots.dial}
 
 	// A session opened before the attack, whose connection the test can reset.
 	conns := make(chan net.Conn, 16)
 	cfg := fast
 	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		c, err := bots.dial(ctx, network, addr)
 		if err == nil {
 			select {
 			case conns <- c:
@@ -155,17 +214,17 @@ func TestHostileHandshakes(t *testing.T) {
 	start := time.Now()
 	a := startAttack(addr, 2000, 300, helloFrame(t), 50*time.Millisecond)
 	defer a.stop()
-	// Wait until the attack holds the listener: every attacker connection opened once, and many
-	// dropped and opened again.
-	for a.dropped.Load() < 3000 && ctx.Err() == nil {
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-a.going:
+	case <-ctx.Done():
+		t.Fatal("the attack never got going")
 	}
 
 	// New sessions, all at once.
 	const clients = 8
 	errs := make(chan error, clients)
 	sessions := make(chan *Session, clients)
-	var attempts countDials
+	attempts := countDials{next: bots.dial}
 	var slowest atomic.Int64
 	for range clients {
 		go func() {
@@ -268,11 +327,23 @@ func holdHandshake(t *testing.T, addr string, tlsCfg *tls.Config) (confirm func(
 	}
 }
 
-// countDials counts a client's connection attempts.
-type countDials struct{ n atomic.Int64 }
+// countDials counts a client's connection attempts; if tick is set, it also signals them while
+// it has room.
+type countDials struct {
+	n    atomic.Int64
+	tick chan struct{}
+	next func(ctx context.Context, network, addr string) (net.Conn, error) // default: net.Dialer
+}
 
 func (d *countDials) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	d.n.Add(1)
+	select {
+	case d.tick <- struct{}{}: // a nil channel never takes it
+	default:
+	}
+	if d.next != nil {
+		return d.next(ctx, network, addr)
+	}
 	return (&net.Dialer{}).DialContext(ctx, network, addr)
 }
 
@@ -371,7 +442,7 @@ func TestDialRetriesBusy(t *testing.T) {
 			base := testGoroutines()
 			t.Cleanup(func() { checkGoroutines(t, base) })
 			addr, cfg, free := busyListener(t, bc)
-			var d countDials
+			d := countDials{tick: make(chan struct{}, 100)}
 			cfg.Dial = d.dial
 			done := make(chan error, 1)
 			var c *Session
@@ -380,11 +451,11 @@ func TestDialRetriesBusy(t *testing.T) {
 				c, err = Dial(testCtx(t), addr, cfg)
 				done <- err
 			}()
-			for d.n.Load() < 3 { // refused twice: no event to wait on but the next attempt
+			for range 3 { // refused twice, and trying again
 				select {
+				case <-d.tick:
 				case err := <-done:
 					t.Fatalf("Dial returned while the listener was busy: %v", err)
-				case <-time.After(time.Millisecond):
 				}
 			}
 			free()
@@ -458,52 +529,124 @@ func TestBusyAnswerIsReadable(t *testing.T) {
 	}
 }
 
-// TestEvictsSilentHandshakes: when every place is taken, a newcomer takes the place of the
-// oldest handshake that has sent nothing; one that sent its HELLO keeps its place.
-func TestEvictsSilentHandshakes(t *testing.T) {
+// sourcesListener reports each connection it accepts as coming from the address set last with
+// from (the port is the real one), so that tests play several sources over 127.0.0.1.
+type sourcesListener struct {
+	net.Listener
+	mu  sync.Mutex
+	src netip.Addr
+}
+
+func (l *sourcesListener) from(ip string) {
+	l.mu.Lock()
+	l.src = netip.MustParseAddr(ip)
+	l.mu.Unlock()
+}
+
+func (l *sourcesListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	src := l.src
+	l.mu.Unlock()
+	port := c.RemoteAddr().(*net.TCPAddr).Port
+	return sourcedConn{c, net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, uint16(port)))}, nil
+}
+
+type sourcedConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c sourcedConn) RemoteAddr() net.Addr { return c.remote }
+
+// SetLinger and CloseWrite are what the listener uses of a *net.TCPConn.
+func (c sourcedConn) SetLinger(sec int) error { return c.Conn.(*net.TCPConn).SetLinger(sec) }
+func (c sourcedConn) CloseWrite() error       { return c.Conn.(*net.TCPConn).CloseWrite() }
+
+// TestEviction: when a source has no place left, a newcomer takes the place of its oldest
+// handshake that has sent no first frame; when the listener has none left, it takes that of the
+// source that holds the most. One that sent its HELLO keeps its place.
+func TestEviction(t *testing.T) {
 	base := testGoroutines()
-	ln, err := Listen("127.0.0.1:0", Config{MaxHandshakes: 3, HandshakeTimeout: 5 * time.Second})
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl := &sourcesListener{Listener: nl}
+	ln, err := NewListener(sl, Config{MaxHandshakes: 4, MaxHandshakesPerSource: 3, HandshakeTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	confirm := holdHandshake(t, addr, nil) // the oldest, but it sent HELLO
-	var silent []net.Conn
-	for range 2 {
+	ctx := testCtx(t)
+	silent := func(src string) net.Conn {
+		sl.from(src)
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
-		silent = append(silent, c)
+		t.Cleanup(func() { _ = c.Close() })
+		return c
 	}
-	waitPlaces(t, ln, 3)
-	ctx := testCtx(t)
-	c, err := Dial(ctx, addr, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The first silent connection went; the second is still waiting.
-	_ = silent[0].SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := silent[0].Read(make([]byte, 1)); err == nil || isTimeout(err) {
-		t.Fatalf("the oldest silent handshake was not dropped: %v", err)
-	}
-	_ = silent[1].SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	if _, err := silent[1].Read(make([]byte, 1)); !isTimeout(err) {
-		t.Fatalf("a newer silent handshake was dropped: %v", err)
-	}
-	confirm()
-	for range 2 {
+	newcomer := func(src string) {
+		sl.from(src)
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		c, err := Dial(dctx, addr, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
 		s, err := ln.Accept(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer waitDone(t, s)
+		c.Abort()
+		waitDone(t, c, s)
 	}
-	c.Abort()
-	waitDone(t, c)
+	const a, b, c = "192.0.2.1", "198.51.100.1", "203.0.113.1"
+
+	b1 := silent(b) // the oldest silent handshake of all
+	waitPlaces(t, ln, 1)
+	sl.from(a)
+	confirm := holdHandshake(t, addr, nil) // it sent HELLO
+	waitPlaces(t, ln, 2)
+	a1 := silent(a)
+	waitPlaces(t, ln, 3)
+	a2 := silent(a)
+	waitPlaces(t, ln, 4) // a is full, and so is the listener
+	newcomer(c)          // the heaviest source, a, gives up its oldest silent handshake
+	dropped(t, a1)
+	waitPlaces(t, ln, 3)
+	a3 := silent(a)
+	waitPlaces(t, ln, 4)
+	newcomer(a) // a is full: its oldest silent handshake goes, though b's is older
+	dropped(t, a2)
+	for _, c := range []net.Conn{b1, a3} {
+		_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); !isTimeout(err) {
+			t.Fatalf("a newer silent handshake was dropped: %v", err)
+		}
+	}
+	confirm()
+	s, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	_ = ln.Close()
+	waitDone(t, s)
 	checkGoroutines(t, base)
+}
+
+// dropped checks that the server closed c.
+func dropped(t *testing.T, c net.Conn) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("handshake not dropped: %v", err)
+	}
 }
 
 // waitPlaces waits until n handshakes hold a place on ln.

@@ -36,7 +36,6 @@ type Listener struct {
 	sessions   map[uint64]*Session
 	handshakes map[*handshake]struct{} // every handshake goroutine running, evicted or not
 	places     int                     // handshakes not evicted: those that count against MaxHandshakes
-	fresh      list.List               // *handshake that sent no first frame yet, oldest first
 	sources    map[netip.Addr]*source  // the sources with a handshake that holds a place
 	closed     bool
 }
@@ -47,8 +46,7 @@ type handshake struct {
 	c       net.Conn // the accepted connection, under TLS if any: closing it ends the handshake
 	src     netip.Addr
 	start   time.Time
-	inFresh *list.Element // in Listener.fresh until the first frame comes
-	inSrc   *list.Element // in its source's fresh list, likewise
+	fresh   *list.Element // in its source's fresh list until the first frame comes
 	evicted bool
 }
 
@@ -61,9 +59,10 @@ type source struct {
 // busyLinger bounds how long a busy answer waits for the client to read it and hang up.
 const busyLinger = time.Second
 
-// minBusyAnswers is the least number of busy answers under way at once, however small
-// MaxHandshakes: a listener with few handshakes is the one that answers busy most.
-const minBusyAnswers = 64
+// minSpare is the least number of goroutines a listener keeps for busy answers under way, and
+// for evicted handshakes winding down, however small MaxHandshakes: a listener with few
+// handshakes is the one that answers busy and evicts most.
+const minSpare = 64
 
 // busyDrain bounds the bytes a busy answer reads and discards meanwhile: a HELLO, a RESUME or a
 // TLS ClientHello fit many times over.
@@ -97,7 +96,7 @@ func NewListener(ln net.Listener, cfg Config) (*Listener, error) {
 		log:        cfg.Logger,
 		accept:     make(chan *Session, cfg.AcceptBacklog),
 		backlog:    make(chan struct{}, cfg.AcceptBacklog),
-		busy:       make(chan struct{}, max(cfg.MaxHandshakes, minBusyAnswers)),
+		busy:       make(chan struct{}, max(cfg.MaxHandshakes, minSpare)),
 		sessions:   make(map[uint64]*Session),
 		handshakes: make(map[*handshake]struct{}),
 		sources:    make(map[netip.Addr]*source),
@@ -190,7 +189,7 @@ func (l *Listener) acceptLoop() {
 			continue
 		}
 		delay = 0
-		hs, evicted, busy := l.admit(c)
+		hs, evicted, busy, open := l.admit(c)
 		if evicted != nil {
 			// An abortive close (RST): the kernel keeps no state for a stranger's connection.
 			if lc, ok := evicted.c.(interface{ SetLinger(int) error }); ok {
@@ -199,10 +198,13 @@ func (l *Listener) acceptLoop() {
 			_ = evicted.c.Close()
 			if e := l.stranger(zerolog.WarnLevel); e != nil {
 				e.Str("remote", evicted.c.RemoteAddr().String()).Dur("age", time.Since(evicted.start)).
-					Msg("too many handshakes; dropped the oldest without a first frame")
+					Msg("too many handshakes; evicted one without a first frame")
 			}
 		}
 		switch {
+		case !open:
+			_ = c.Close()
+			return
 		case hs != nil:
 			go func() {
 				defer l.wg.Done()
@@ -214,41 +216,45 @@ func (l *Listener) acceptLoop() {
 				e.Str("remote", c.RemoteAddr().String()).Msg(busy + "; connection refused as busy")
 			}
 			l.answerBusy(c, busy)
-		default: // closed
+		default:
+			if e := l.stranger(zerolog.WarnLevel); e != nil {
+				e.Str("remote", c.RemoteAddr().String()).Msg("too many handshakes winding down; connection closed")
+			}
 			_ = c.Close()
-			return
 		}
 	}
 }
 
-// admit gives c a place among the handshakes. If c's source, or the listener, has no place left,
-// the oldest handshake there that has sent no first frame yet gives up its place: admit returns
-// it, for the caller to close outside the lock. A handshake that sent its first frame is a client
-// at work and keeps its place; if every place is held by one, admit returns no handshake and
-// why c must be refused as busy. It returns neither once the listener is closed.
-func (l *Listener) admit(c net.Conn) (hs, evicted *handshake, busy string) {
+// admit gives c a place among the handshakes. If c's source has no place left, its oldest
+// handshake that has sent no first frame yet gives up its place; if the listener has none left,
+// the source holding the most places gives up one so (evictionLocked). admit returns the
+// evicted handshake, for the caller to close outside the lock. A handshake that sent its first
+// frame is a client at work and keeps its place; if no place can be freed, admit returns no
+// handshake and why c must be refused as busy. While the goroutines of evicted handshakes are
+// still winding down, as many as MaxHandshakes (or minSpare), it returns neither handshake nor
+// reason: c is to be closed unanswered, as a busy answer would take a goroutine too. open is
+// false once the listener is closed.
+func (l *Listener) admit(c net.Conn) (hs, evicted *handshake, busy string, open bool) {
 	src := sourceOf(c)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return nil, nil, ""
+		return nil, nil, "", false
 	}
-	if len(l.handshakes) >= 2*l.cfg.MaxHandshakes {
-		// Evicted handshakes still winding down: bound the goroutines too.
-		return nil, nil, "too many handshakes"
+	if len(l.handshakes)-l.places >= max(l.cfg.MaxHandshakes, minSpare) {
+		return nil, nil, "", true
 	}
 	sh := l.sources[src]
 	switch {
 	case sh != nil && sh.places >= l.cfg.MaxHandshakesPerSource:
 		if sh.fresh.Len() == 0 {
-			return nil, nil, "too many handshakes from this address"
+			return nil, nil, "too many handshakes from this address", true
 		}
 		evicted = sh.fresh.Front().Value.(*handshake)
 	case l.places >= l.cfg.MaxHandshakes:
-		if l.fresh.Len() == 0 {
-			return nil, nil, "too many handshakes"
+		if evicted = l.evictionLocked(); evicted == nil {
+			return nil, nil, "too many handshakes", true
 		}
-		evicted = l.fresh.Front().Value.(*handshake)
 	}
 	if evicted != nil {
 		evicted.evicted = true
@@ -260,13 +266,34 @@ func (l *Listener) admit(c net.Conn) (hs, evicted *handshake, busy string) {
 		l.sources[src] = sh
 	}
 	hs = &handshake{c: c, src: src, start: time.Now()}
-	hs.inFresh = l.fresh.PushBack(hs)
-	hs.inSrc = sh.fresh.PushBack(hs)
+	hs.fresh = sh.fresh.PushBack(hs)
 	sh.places++
 	l.places++
 	l.handshakes[hs] = struct{}{}
 	l.wg.Add(1)
-	return hs, evicted, ""
+	return hs, evicted, "", true
+}
+
+// evictionLocked picks the handshake to evict when the listener is full: the oldest without a
+// first frame of the source that holds the most places (of two that hold as many, the one whose
+// such handshake is older). Taking from the heaviest source rather than the oldest handshake of
+// all keeps a flood from a few addresses, however fast, from evicting other addresses' clients
+// before they could speak; a flood from many addresses with a place or two each comes down to
+// the oldest of all. The scan is over at most MaxHandshakes sources.
+func (l *Listener) evictionLocked() *handshake {
+	var heaviest *source
+	var oldest *handshake
+	for _, sh := range l.sources {
+		if sh.fresh.Len() == 0 {
+			continue
+		}
+		hs := sh.fresh.Front().Value.(*handshake)
+		if heaviest == nil || sh.places > heaviest.places ||
+			sh.places == heaviest.places && hs.start.Before(oldest.start) {
+			heaviest, oldest = sh, hs
+		}
+	}
+	return oldest
 }
 
 // leaveLocked gives up hs's place: once, when it is evicted or its goroutine returns.
@@ -279,12 +306,11 @@ func (l *Listener) leaveLocked(hs *handshake) {
 	}
 }
 
-// firstFrameLocked takes hs off the lists of handshakes that may be evicted.
+// firstFrameLocked takes hs off the list of handshakes that may be evicted.
 func (l *Listener) firstFrameLocked(hs *handshake, sh *source) {
-	if hs.inFresh != nil {
-		l.fresh.Remove(hs.inFresh)
-		sh.fresh.Remove(hs.inSrc)
-		hs.inFresh, hs.inSrc = nil, nil
+	if hs.fresh != nil {
+		sh.fresh.Remove(hs.fresh)
+		hs.fresh = nil
 	}
 }
 
@@ -327,7 +353,7 @@ func sourceOf(c net.Conn) netip.Addr {
 // busyLinger and busyDrain bytes. The REJECT goes in the clear even on a TLS listener: answering
 // inside TLS would mean running the very handshake being refused; a TLS client recognises it
 // (plainBusy). Busy answers are bounded like handshakes; beyond MaxHandshakes of them (or
-// minBusyAnswers) the connection is just closed, which the client retries as well.
+// minSpare) the connection is just closed, which the client retries as well.
 func (l *Listener) answerBusy(c net.Conn, reason string) {
 	select {
 	case l.busy <- struct{}{}:

@@ -61,9 +61,9 @@ type Config struct {
 	BackoffMin, BackoffMax time.Duration
 
 	// MaxHandshakes bounds the handshakes a Listener runs at once. When all are taken, a new
-	// connection takes the place of the oldest handshake that has not sent its first frame yet
-	// (that one is closed); if every handshake has sent its first frame, the newcomer is refused
-	// as busy. Default 256.
+	// connection takes the place of a handshake that has not sent its first frame yet (that one
+	// is closed): the oldest of the source address holding the most places. If every handshake
+	// has sent its first frame, the newcomer is refused as busy. Default 256.
 	MaxHandshakes int
 
 	// MaxHandshakesPerSource bounds the handshakes a Listener runs at once for one source IP

@@ -9,6 +9,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -727,5 +728,107 @@ func TestLogLimiter(t *testing.T) {
 	}
 	if ok, held := r.allow(t0.Add(logPeriod + 1)); !ok || held != 0 {
 		t.Fatalf("then: %v, %d held; want true, 0", ok, held)
+	}
+}
+
+// linesLike signals each log line that contains want.
+type linesLike struct {
+	want string
+	seen chan string
+}
+
+func (w *linesLike) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), w.want) {
+		select {
+		case w.seen <- string(p):
+		default:
+		}
+	}
+	return len(p), nil
+}
+
+// TestResumeReadsBusy: a client resuming on a listener with no place left reads the busy
+// answer, tries again, and resumes once there is room.
+func TestResumeReadsBusy(t *testing.T) {
+	base := testGoroutines()
+	ln, err := Listen("127.0.0.1:0", Config{MaxHandshakes: 1, HandshakeTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	ctx := testCtx(t)
+	busy := &linesLike{want: "server busy", seen: make(chan string, 1)}
+	conns := make(chan net.Conn, 1)
+	c, err := Dial(ctx, addr, Config{
+		BackoffMin: time.Millisecond, BackoffMax: 20 * time.Millisecond,
+		Logger: zerolog.New(busy).Level(zerolog.DebugLevel),
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				select {
+				case conns <- c:
+				default:
+				}
+			}
+			return c, err
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	confirm := holdHandshake(t, addr, nil)
+	_ = (<-conns).Close()
+	select {
+	case line := <-busy.seen:
+		t.Logf("client: %s", line)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the resume never read a busy answer")
+	}
+	confirm()
+	held, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send(ctx, []byte("back"), AckNone); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.Recv(ctx); err != nil || string(m.Data) != "back" {
+		t.Fatalf("after the resume: %q, %v", m.Data, err)
+	}
+	c.Abort()
+	_ = ln.Close()
+	waitDone(t, c, s, held)
+	checkGoroutines(t, base)
+}
+
+// TestConfigHandshakeDefences: the defaults of the new fields follow the fields they are bound
+// by, and values past those bounds are refused by name.
+func TestConfigHandshakeDefences(t *testing.T) {
+	cfg, err := Config{}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.FirstFrameTimeout != DefaultFirstFrameTimeout || cfg.MaxHandshakesPerSource != DefaultMaxHandshakesPerSource {
+		t.Fatalf("defaults: %v, %d", cfg.FirstFrameTimeout, cfg.MaxHandshakesPerSource)
+	}
+	cfg, err = Config{HandshakeTimeout: time.Second, MaxHandshakes: 10}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.FirstFrameTimeout != time.Second || cfg.MaxHandshakesPerSource != 10 {
+		t.Fatalf("defaults under small bounds: %v, %d", cfg.FirstFrameTimeout, cfg.MaxHandshakesPerSource)
+	}
+	for field, bad := range map[string]Config{
+		"FirstFrameTimeout":      {HandshakeTimeout: time.Second, FirstFrameTimeout: 2 * time.Second},
+		"MaxHandshakesPerSource": {MaxHandshakes: 10, MaxHandshakesPerSource: 11},
+	} {
+		if _, err := bad.withDefaults(); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: %v", field, err)
+		}
 	}
 }

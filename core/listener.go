@@ -43,7 +43,7 @@ type Listener struct {
 // handshake is an accepted connection that carries no session yet. Its fields after c are
 // guarded by Listener.mu.
 type handshake struct {
-	c       net.Conn // the accepted connection, under TLS if any: closing it ends the handshake
+	c       net.Conn // the accepted connection, beneath TLS if any: closing it ends the handshake
 	src     netip.Addr
 	start   time.Time
 	fresh   *list.Element // in its source's fresh list until the first frame comes
@@ -299,15 +299,15 @@ func (l *Listener) evictionLocked() *handshake {
 // leaveLocked gives up hs's place: once, when it is evicted or its goroutine returns.
 func (l *Listener) leaveLocked(hs *handshake) {
 	sh := l.sources[hs.src]
-	l.firstFrameLocked(hs, sh)
+	sh.settle(hs)
 	l.places--
 	if sh.places--; sh.places == 0 {
 		delete(l.sources, hs.src)
 	}
 }
 
-// firstFrameLocked takes hs off the list of handshakes that may be evicted.
-func (l *Listener) firstFrameLocked(hs *handshake, sh *source) {
+// settle takes hs off sh's list of handshakes that may be evicted. Called with Listener.mu held.
+func (sh *source) settle(hs *handshake) {
 	if hs.fresh != nil {
 		sh.fresh.Remove(hs.fresh)
 		hs.fresh = nil
@@ -322,7 +322,7 @@ func (l *Listener) firstFrame(hs *handshake) bool {
 	if hs.evicted {
 		return false
 	}
-	l.firstFrameLocked(hs, l.sources[hs.src])
+	l.sources[hs.src].settle(hs)
 	return true
 }
 

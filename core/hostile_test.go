@@ -122,8 +122,8 @@ type botnet struct {
 	legit map[int]bool
 }
 
-// botnetSize attacker addresses hold up to botnetSize*64 handshakes, more than a listener's 256:
-// both the per-source bound and the listener's bound are reached.
+// botnetSize attacker addresses may hold up to botnetSize*64 handshakes, more than a listener's
+// 256: the listener's bound is reached, and its evictions are what the clients meet.
 const botnetSize = 8
 
 func (b *botnet) Accept() (net.Conn, error) {
@@ -235,8 +235,8 @@ func TestHostileHandshakes(t *testing.T) {
 			cfg.Dial = attempts.dial
 			t0 := time.Now()
 			c, err := Dial(dctx, addr, cfg)
-			if d := int64(time.Since(t0)); d > slowest.Load() {
-				slowest.Store(d) // a figure for the log: races between clients do not matter
+			for d, was := int64(time.Since(t0)), slowest.Load(); d > was && !slowest.CompareAndSwap(was, d); {
+				was = slowest.Load()
 			}
 			if err == nil {
 				sessions <- c
@@ -288,8 +288,7 @@ func TestHostileHandshakes(t *testing.T) {
 	if a.slowCut.Load() == 0 {
 		t.Error("no slowloris connection was cut: the attack did not reach the listener")
 	}
-	// Ten warnings and ten debug lines a second, each period's first line saying how many
-	// were held back.
+	// Ten warnings and ten debug lines a second, and a period may have begun before the attack.
 	if limit := 2 * logBurst * (int64(elapsed/logPeriod) + 2); logs.n.Load() > limit {
 		t.Errorf("%d log lines about strangers in %v, want at most %d", logs.n.Load(), elapsed, limit)
 	}

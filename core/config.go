@@ -59,17 +59,32 @@ type Config struct {
 	// HandshakeTimeout bounds each handshake, TLS included. Default 10 s.
 	HandshakeTimeout time.Duration
 
+	// FirstFrameTimeout bounds, on a Listener, the time from accepting a connection to reading
+	// its first frame (HELLO or RESUME, the TLS handshake included): a legitimate client sends
+	// it at once, so a connection that has not is idle or dribbling, and goes early. Default 3 s,
+	// or HandshakeTimeout if that is shorter; never more than HandshakeTimeout.
+	FirstFrameTimeout time.Duration
+
 	// BackoffMin and BackoffMax bound the client's wait between reconnection attempts; the wait
 	// doubles from BackoffMin to BackoffMax and each one is jittered. The first attempt after a
 	// connection dies is made at once. Defaults 10 ms and 2 s.
 	BackoffMin, BackoffMax time.Duration
 
-	// MaxHandshakes bounds the handshakes a Listener runs at once; connections beyond it are
-	// closed at once. Default 256.
+	// MaxHandshakes bounds the handshakes a Listener runs at once. When all are taken, a new
+	// connection takes the place of a handshake that has not sent its first frame yet (that one
+	// is closed): the oldest of the source address holding the most places. If every handshake
+	// has sent its first frame, the newcomer is refused as busy. Default 256.
 	MaxHandshakes int
 
-	// AcceptBacklog bounds the new sessions waiting for Accept; while it is full, new sessions
-	// are refused as busy. Default 128.
+	// MaxHandshakesPerSource bounds the handshakes a Listener runs at once for one source IP
+	// address, so one address cannot hold every place. Beyond it, a new connection takes the
+	// place of that address's oldest handshake that has not sent its first frame yet, or is
+	// refused as busy. Many clients can share an address (a carrier NAT), and each handshake is
+	// short, hence the generous default: 64, or MaxHandshakes if that is smaller.
+	MaxHandshakesPerSource int
+
+	// AcceptBacklog bounds the new sessions waiting for Accept, counting those whose handshake
+	// is under way; while it is full, new sessions are refused as busy. Default 128.
 	AcceptBacklog int
 
 	// TLS, when set, wraps every connection in TLS: as a client with tls.Client (ServerName
@@ -130,6 +145,12 @@ const (
 	maxPendingFailures = 64
 )
 
+// Defaults of the Listener's defences against strangers, as documented on Config.
+const (
+	DefaultFirstFrameTimeout      = 3 * time.Second
+	DefaultMaxHandshakesPerSource = 64
+)
+
 // withDefaults returns c with every zero field set to its default, or an error naming the first
 // field that cannot work.
 func (c Config) withDefaults() (Config, error) {
@@ -141,9 +162,11 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.HeartbeatInterval, c.DeadPeerTimeout/3)
 	setDefault(&c.ResumeWindow, DefaultResumeWindow)
 	setDefault(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	setDefault(&c.FirstFrameTimeout, min(DefaultFirstFrameTimeout, c.HandshakeTimeout))
 	setDefault(&c.BackoffMin, DefaultBackoffMin)
 	setDefault(&c.BackoffMax, DefaultBackoffMax)
 	setDefault(&c.MaxHandshakes, DefaultMaxHandshakes)
+	setDefault(&c.MaxHandshakesPerSource, min(DefaultMaxHandshakesPerSource, c.MaxHandshakes))
 	setDefault(&c.AcceptBacklog, DefaultAcceptBacklog)
 	setDefault(&c.MaxInFlight, DefaultMaxInFlight)
 	c.SendBufferBytes = min(c.SendBufferBytes, maxSendBuffer)
@@ -159,7 +182,8 @@ func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.SendBufferBytes < 0, c.ReceiveBufferBytes < 0, c.MaxMessageSize < 0, c.AckDelay < 0,
 		c.HeartbeatInterval < 0, c.DeadPeerTimeout < 0, c.ResumeWindow < 0, c.HandshakeTimeout < 0,
-		c.BackoffMin < 0, c.BackoffMax < 0, c.MaxHandshakes < 0, c.AcceptBacklog < 0, c.MaxInFlight < 0:
+		c.BackoffMin < 0, c.BackoffMax < 0, c.MaxHandshakes < 0, c.AcceptBacklog < 0, c.MaxInFlight < 0,
+		c.FirstFrameTimeout < 0, c.MaxHandshakesPerSource < 0:
 		return bad("negative value")
 	case c.MaxInFlight > maxMaxInFlight:
 		return bad("MaxInFlight %d is above %d", c.MaxInFlight, maxMaxInFlight)
@@ -181,6 +205,10 @@ func (c Config) withDefaults() (Config, error) {
 		return bad("HeartbeatInterval %v must be below DeadPeerTimeout %v", c.HeartbeatInterval, c.DeadPeerTimeout)
 	case c.BackoffMax < c.BackoffMin:
 		return bad("BackoffMax %v is below BackoffMin %v", c.BackoffMax, c.BackoffMin)
+	case c.FirstFrameTimeout > c.HandshakeTimeout:
+		return bad("FirstFrameTimeout %v is above HandshakeTimeout %v", c.FirstFrameTimeout, c.HandshakeTimeout)
+	case c.MaxHandshakesPerSource > c.MaxHandshakes:
+		return bad("MaxHandshakesPerSource %d is above MaxHandshakes %d", c.MaxHandshakesPerSource, c.MaxHandshakes)
 	}
 	return c, nil
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	"syscall"
 	"time"
 )
 
@@ -12,14 +15,25 @@ import (
 // cfg.Resolver about before each reconnection, so a server that moves can be found again.
 // Dial returns once the handshake completed; from then on the session reconnects by itself
 // whenever its connection breaks, until it is closed or lost.
+//
+// A busy server (RejectBusy) and connections refused, reset or closed during the handshake are
+// tried again, with the jittered backoff of reconnections (BackoffMin to BackoffMax), until ctx
+// ends; if ctx has no deadline, Dial gives up after HandshakeTimeout in all. It then returns the
+// last of those failures (a *RejectError for busy), wrapped so that it also matches ctx's error.
+// Other failures, other rejections among them, return at once.
 func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.HandshakeTimeout)
+		defer cancel()
+	}
 	s := newSession(cfg, true)
 	s.name = addr
-	c, w, err := s.connect(ctx, false)
+	c, w, err := s.connectNew(ctx)
 	if err != nil {
 		s.cancel()
 		return nil, fmt.Errorf("ftsl/core: dial %s: %w", addr, err)
@@ -36,6 +50,60 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 	s.mu.Unlock()
 	go s.supervise(l)
 	return s, nil
+}
+
+// connectNew runs new-session handshakes until one succeeds, one fails for good, or ctx ends.
+// ctx has a deadline.
+func (s *Session) connectNew(ctx context.Context) (net.Conn, welcome, error) {
+	deadline, _ := ctx.Deadline()
+	// ended is ctx's error, or DeadlineExceeded as soon as the deadline passed: a connection's
+	// own deadline, set to the same instant, may cut an attempt short before ctx's timer fires.
+	ended := func() error {
+		if err := ctx.Err(); err != nil || time.Now().Before(deadline) {
+			return err
+		}
+		return context.DeadlineExceeded
+	}
+	backoff := s.cfg.BackoffMin
+	var last error // the last failure worth another try
+	for {
+		c, w, err := s.connect(ctx, false)
+		switch {
+		case err == nil:
+			return c, w, nil
+		case retryable(err):
+			last = err
+		case last == nil || ended() == nil:
+			return nil, welcome{}, err
+		}
+		// Once ctx ends, what the server said last tells more than the deadline cutting an
+		// attempt short.
+		if end := ended(); end != nil {
+			return nil, welcome{}, fmt.Errorf("%w; gave up: %w", last, end)
+		}
+		d := backoff/2 + rand.N(backoff/2+1)
+		backoff = min(2*backoff, s.cfg.BackoffMax)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, welcome{}, fmt.Errorf("%w; gave up: %w", last, ctx.Err())
+		}
+	}
+}
+
+// retryable reports whether a new-session handshake that failed with err may succeed if tried
+// again: the server was busy, or the connection failed the way it does against a server that is
+// full (it closed or reset connections it could not take) or restarting.
+func retryable(err error) bool {
+	var rej *RejectError
+	if errors.As(err, &rej) {
+		return rej.Code == RejectBusy
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EPIPE)
 }
 
 // supervise is the client's per-session goroutine: it is the writer of each link, and between

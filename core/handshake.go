@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // handshakeBuf is big enough for any handshake frame, header included.
@@ -83,6 +85,9 @@ func (s *Session) clientHandshake(ctx context.Context, c net.Conn, addr string, 
 		}
 		tc := tls.Client(c, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
+			if plainBusy(err) {
+				return nil, welcome{}, &RejectError{Code: RejectBusy, Reason: "refused before TLS"}
+			}
 			return nil, welcome{}, fmt.Errorf("ftsl/core: TLS handshake: %w", err)
 		}
 		c = tc
@@ -195,18 +200,38 @@ func (s *Session) startLinkLocked(c net.Conn, ownWriter bool) *link {
 	return l
 }
 
+// plainBusy reports whether a TLS client's handshake failed on a busy REJECT that the server sent
+// in the clear, before TLS (answerBusy): the first "record" it got starts with a REJECT header.
+// The TLS layer may have read the rest, so the code is not read: the server sends nothing else in
+// the clear. Taking it on trust is safe: busy only makes the client try again, as a forged reset
+// would.
+func plainBusy(err error) bool {
+	var rh tls.RecordHeaderError
+	if !errors.As(err, &rh) {
+		return false
+	}
+	var want [headerLen]byte
+	header{typ: frameReject}.put(want[:])
+	return rh.RecordHeader == [5]byte(want[:5]) // type, flags, reserved, the top byte of a short length
+}
+
 // serverHandshake runs the server's side of a handshake on a fresh connection. It returns once the
 // connection carries a session, or was refused.
-func (ln *Listener) serverHandshake(c net.Conn) {
-	deadline := time.Now().Add(ln.cfg.HandshakeTimeout)
-	_ = c.SetDeadline(deadline)
+func (ln *Listener) serverHandshake(hs *handshake) {
+	c := hs.c
+	// The first frame (TLS before it) gets a shorter deadline than the whole handshake: a client
+	// sends it at once, and a connection that does not is holding a place for nothing.
+	first := hs.start.Add(ln.cfg.FirstFrameTimeout)
+	_ = c.SetDeadline(first)
 	if ln.cfg.TLS != nil {
 		tc := tls.Server(c, ln.cfg.TLS)
-		ctx, cancel := context.WithDeadline(ln.ctx, deadline)
+		ctx, cancel := context.WithDeadline(ln.ctx, first)
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
-			ln.log.Debug().Err(err).Str("remote", c.RemoteAddr().String()).Msg("TLS handshake failed")
+			if e := ln.stranger(zerolog.DebugLevel); e != nil {
+				e.Err(err).Str("remote", c.RemoteAddr().String()).Msg("TLS handshake failed")
+			}
 			_ = c.Close()
 			return
 		}
@@ -215,13 +240,20 @@ func (ln *Listener) serverHandshake(c net.Conn) {
 	var buf handshakeBuf
 	h, body, err := readHandshakeFrame(c, &buf, frameHello, frameResume)
 	if err != nil {
-		ln.log.Debug().Err(err).Str("remote", c.RemoteAddr().String()).Msg("handshake failed")
+		if e := ln.stranger(zerolog.DebugLevel); e != nil {
+			e.Err(err).Str("remote", c.RemoteAddr().String()).Msg("handshake failed")
+		}
 		if errors.Is(err, ErrProtocol) {
 			refuse(c, RejectMalformed, err.Error())
 		}
 		_ = c.Close()
 		return
 	}
+	if !ln.firstFrame(hs) {
+		return // evicted just before: its connection is closed
+	}
+	deadline := hs.start.Add(ln.cfg.HandshakeTimeout)
+	_ = c.SetDeadline(deadline)
 	if h.typ == frameHello {
 		ln.openSession(c, body, deadline)
 	} else {
@@ -254,11 +286,19 @@ func (ln *Listener) openSession(c net.Conn, body []byte, deadline time.Time) {
 		_ = c.Close()
 		return
 	}
-	if len(ln.accept) == cap(ln.accept) {
+	// A place in the accept queue is taken now, before WELCOME, so a client never gets a session
+	// that is dropped later for want of room.
+	if !ln.reserveBacklog() {
 		refuse(c, RejectBusy, "too many sessions waiting to be accepted")
 		_ = c.Close()
 		return
 	}
+	queued := false
+	defer func() {
+		if !queued {
+			ln.releaseBacklog()
+		}
+	}()
 	s := newSession(ln.cfg, false)
 	s.lis = ln
 	s.token = newToken()
@@ -305,13 +345,8 @@ func (ln *Listener) openSession(c net.Conn, body []byte, deadline time.Time) {
 		return
 	}
 	s.log.Debug().Uint64("session", s.id).Msg("new session")
-	select {
-	case ln.accept <- s:
-	case <-t.C:
-		s.abort(abortListener, "not accepted in time")
-	case <-ln.ctx.Done():
-		s.abort(abortListener, "listener closed")
-	}
+	ln.accept <- s // never blocks: the place was reserved
+	queued = true
 }
 
 func (ln *Listener) resumeSession(c net.Conn, body []byte, deadline time.Time) {

@@ -363,3 +363,76 @@ func itoa(n int) string {
 	}
 	return string(b[i:])
 }
+
+// BenchmarkFanOut sends one payload to N sessions per op, as a pubsub hub does, with the payload
+// copied into each session's sent buffer (Send) or kept once by reference (SendShared). Receivers
+// in other goroutines take and settle every message. It reports deliveries per second.
+func BenchmarkFanOut(b *testing.B) {
+	for _, size := range []int{128, 8 << 10} {
+		for _, n := range []int{10, 100} {
+			for _, mode := range []string{"copy", "shared"} {
+				b.Run(fmt.Sprintf("%s/%s/N=%d", mode, sizeName(size), n), func(b *testing.B) {
+					benchFanOut(b, size, n, mode == "shared")
+				})
+			}
+		}
+	}
+}
+
+func benchFanOut(b *testing.B, size, n int, shared bool) {
+	ln, err := Listen("127.0.0.1:0", Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	ctx := context.Background()
+	var hub []*Session
+	done := make(chan error, n)
+	for i := 0; i < n; i++ {
+		c, err := Dial(ctx, ln.Addr().String(), Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { c.Abort(); <-c.Done() }()
+		s, err := ln.Accept(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		hub = append(hub, s)
+		go func() {
+			for i := 0; i < b.N; i++ {
+				m, err := c.Recv(ctx)
+				if err != nil {
+					done <- err
+					return
+				}
+				_ = c.Settle(m.ID, nil)
+			}
+			done <- nil
+		}()
+	}
+	b.SetBytes(int64(size * n))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p := make([]byte, size) // a publisher's payload: fresh, then never changed
+		for _, s := range hub {
+			var err error
+			if shared {
+				_, err = s.SendShared(ctx, p, AckNone)
+			} else {
+				_, err = s.Send(ctx, p, AckNone)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	for range n {
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "deliveries/s")
+}

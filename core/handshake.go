@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -155,14 +154,7 @@ func (s *Session) resyncLocked(peer ackBlock) error {
 	// a peer can acknowledge a frame while the Write sending it is still under way, and the race
 	// detector counts a Write's bytes as read only when it returns.
 	s.writeOff, s.sentOff = s.sHead, s.sHead
-	var hdr [headerLen]byte
-	for off := s.sHead; off < s.highOff && off < s.sTail; {
-		s.sbuf.get(off, hdr[:])
-		hdr[1] |= flagResent
-		s.sbuf.put(off, hdr[:2])
-		off += headerLen + uint64(binary.BigEndian.Uint32(hdr[4:8]))
-		s.stats.FramesResent++
-	}
+	s.markResentLocked(s.highOff)
 	return nil
 }
 
@@ -177,7 +169,7 @@ func (s *Session) startLinkLocked(c net.Conn, ownWriter bool) *link {
 	s.writerIdle = false
 	s.writingOn, s.pending, s.pendingOn = nil, nil, nil // what was under way belongs to the old link
 	s.lastWrite = time.Now()
-	s.closeSent = false
+	s.closing = s.closing.newConnection()
 	s.pongPending = false
 	s.ackDue, s.ackUrgent = time.Time{}, false
 	if s.expiry != nil {

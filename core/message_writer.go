@@ -138,7 +138,7 @@ func (w *MessageWriter) append(p []byte, flags uint8) error {
 			return err
 		}
 	}
-	s.appendFrameLocked(flags, w.mid, p)
+	s.appendFrameLocked(flags, w.mid, p, false)
 	s.wakeWriterLocked()
 	return nil
 }

@@ -199,9 +199,8 @@ func (s *Session) parse(b *readBatch, p []byte) int {
 			if len(p)-used < fixed {
 				break
 			}
-			q := p[used:]
-			d := dataHeader{flags: h.flags, n: h.dataPayloadLen(),
-				pid: binary.BigEndian.Uint64(q[8:16]), mid: binary.BigEndian.Uint64(q[16:24])}
+			q := dataHdr(p[used:])
+			d := dataHeader{flags: h.flags, n: h.dataPayloadLen(), pid: q.pid(), mid: q.mid()}
 			if h.flags&flagAcks != 0 {
 				b.acks.max(parseAckBlock(q[24:]))
 				b.haveAcks = true
@@ -442,12 +441,12 @@ func (s *Session) applyLocked(b *readBatch) (stop bool) {
 		s.endLocked(StateClosed, errorWithReason(ErrSessionClosed, "aborted by the peer", b.abortWhy), endDrop, "")
 		stop = true
 	case b.closed:
-		if s.closeSent {
+		if s.closing == closeSent || s.closing == bothSent {
 			s.endLocked(StateClosed, errClosedCleanly, endDrop, "")
 			stop = true
 		}
 	case b.close:
-		s.peerClosing = true
+		s.closing = s.closing.closeReceived()
 		if s.state != StateClosing {
 			s.setStateLocked(StateClosing, nil)
 		}
@@ -486,34 +485,6 @@ func (s *Session) takeAcksLocked(a ackBlock) error {
 		s.progressLocked()
 	}
 	return nil
-}
-
-// freeAckedLocked drops frames the peer acknowledged and the writer is done with.
-func (s *Session) freeAckedLocked() {
-	freed := false
-	var scratch [dataHdrLen]byte
-	for s.sHead < s.sTail && s.sHeadPID <= s.peerAck.rPID {
-		hdr := s.sbuf.view(s.sHead, &scratch)
-		end := s.sHead + dataHdrLen + uint64(binary.BigEndian.Uint32(hdr[4:8])) - dataFixedLen
-		if end > s.sentOff {
-			break
-		}
-		if hdr[1]&flagEOM != 0 {
-			s.ackedMID = binary.BigEndian.Uint64(hdr[16:24])
-		}
-		s.sHead = end
-		s.sHeadPID++
-		freed = true
-	}
-	if !freed {
-		return
-	}
-	s.writeOff = max(s.writeOff, s.sHead)
-	s.progressLocked()
-	s.wakeSendersLocked()
-	if s.closeLocal || s.peerClosing {
-		s.wakeWriterLocked()
-	}
 }
 
 func (s *Session) progressLocked() {

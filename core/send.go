@@ -9,17 +9,33 @@ import (
 // message ID once msg is copied into the sent buffer; msg may be reused at once. It blocks while
 // the buffer is full, until ctx ends. Messages longer than MaxFramePayload are sent in chunks.
 func (s *Session) Send(ctx context.Context, msg []byte, level AckLevel) (uint64, error) {
-	return s.send(ctx, msg, level, true)
+	return s.send(ctx, msg, level, true, false)
 }
 
 // TrySend is Send that never blocks: it returns ErrBufferFull when msg does not fit now.
 func (s *Session) TrySend(msg []byte, level AckLevel) (uint64, error) {
-	return s.send(context.Background(), msg, level, false)
+	return s.send(context.Background(), msg, level, false, false)
+}
+
+// SendShared is Send for a message sent to many sessions at once (a fan-out): msg is not copied
+// into the sent buffer but kept by reference, once for all of them, until the peer acknowledged
+// it, and sent again from there after a reconnection. The caller must not change msg afterwards,
+// ever: treat it as immutable. Messages under 1 KiB are copied anyway, which is cheaper. It still
+// counts in full against SendBufferBytes and the peer's credit.
+func (s *Session) SendShared(ctx context.Context, msg []byte, level AckLevel) (uint64, error) {
+	return s.send(ctx, msg, level, true, true)
+}
+
+// TrySendShared is SendShared that never blocks: it returns ErrBufferFull when msg does not fit
+// now, so one slow receiver never holds up a fan-out to the others.
+func (s *Session) TrySendShared(msg []byte, level AckLevel) (uint64, error) {
+	return s.send(context.Background(), msg, level, false, true)
 }
 
 // send queues msg. Without wait (TrySend) it fails with ErrBufferFull rather than block. (A
-// sentinel context cannot say this: context.Background() values compare equal.)
-func (s *Session) send(ctx context.Context, msg []byte, level AckLevel, wait bool) (uint64, error) {
+// sentinel context cannot say this: context.Background() values compare equal.) With shared,
+// payloads of minSharedPayload or more are kept by reference.
+func (s *Session) send(ctx context.Context, msg []byte, level AckLevel, wait, shared bool) (uint64, error) {
 	if level > AckProcessed {
 		return 0, fmt.Errorf("ftsl/core: invalid ack level %d", level)
 	}
@@ -56,7 +72,7 @@ func (s *Session) send(ctx context.Context, msg []byte, level AckLevel, wait boo
 		if off+n == len(msg) {
 			f |= flagEOM
 		}
-		s.appendFrameLocked(f, mid, msg[off:off+n])
+		s.appendFrameLocked(f, mid, msg[off:off+n], shared && n >= minSharedPayload)
 		off += n
 		if f&flagEOM != 0 {
 			break
@@ -93,7 +109,7 @@ func (s *Session) roomLocked(need uint64, stream bool) bool {
 	if s.streamOpen && !stream {
 		return false
 	}
-	return s.sTail-s.sHead+need <= uint64(s.cfg.SendBufferBytes)
+	return s.bufferedLocked()+need <= uint64(s.cfg.SendBufferBytes)
 }
 
 // waitRoomLocked waits, in FIFO order with other senders, until need bytes fit. It returns with
@@ -148,24 +164,6 @@ func (s *Session) wakeSendersLocked() {
 		default:
 		}
 	}
-}
-
-// appendFrameLocked appends one DATA frame to the sent buffer. The caller made room.
-func (s *Session) appendFrameLocked(flags uint8, mid uint64, p []byte) {
-	n := dataHdrLen + len(p)
-	s.sbuf.ensure(s.sHead, s.sTail, n)
-	h := dataHeader{flags: flags, n: len(p), pid: s.nextPID, mid: mid}
-	mask := uint64(len(s.sbuf.buf) - 1)
-	if i := s.sTail & mask; i+dataHdrLen <= uint64(len(s.sbuf.buf)) {
-		h.put(s.sbuf.buf[i : i+dataHdrLen])
-	} else {
-		var b [dataHdrLen]byte
-		h.put(b[:])
-		s.sbuf.put(s.sTail, b[:])
-	}
-	s.sbuf.put(s.sTail+dataHdrLen, p)
-	s.sTail += uint64(n)
-	s.nextPID++
 }
 
 // wakeWriterLocked wakes the writer if it sleeps; a busy writer looks again before sleeping.

@@ -148,7 +148,11 @@ type Session struct {
 	highOff    uint64 // end of everything ever handed to a Write: frames below it are resends
 	peerAck    ackBlock
 	ackedMID   uint64
-	streamOpen bool // a MessageWriter is appending; other messages wait
+	streamOpen bool       // a MessageWriter is appending; other messages wait
+	ext        []extFrame // the external frames in the sent buffer, from ext[extHead], in order
+	extHead    int
+	extTotal   uint64 // external payload bytes ever appended (the last ext frame's cum)
+	extFreed   uint64 // ...and freed (the cum of the last one dropped)
 	waiters    []*sendWaiter
 
 	// Receive side. rbuf holds the messages' bytes from rHead to the reader's tail. Message mid
@@ -180,26 +184,22 @@ type Session struct {
 	// Writer bookkeeping. One write at a time is under way on a link: the writer goroutine's, or
 	// an inline one from Send (writingOn says on which link); pending is an inline batch (the
 	// link's own) the socket could not take at once, which that link's writer finishes.
-	writerIdle   bool
-	writingOn    *link // the link a write is under way on, if any
-	pending      *writeBatch
-	pendingOn    *link
-	alarmAt      time.Time // when the writer's timer rings
-	sentAck      ackBlock  // the last ack block written on the current link
-	sentAckCost  uint64    // recvCost when it was written
-	ackPending   bool      // ack state moved since sentAck
-	ackUrgent    bool      // ...and should go now
-	ackDue       time.Time
-	lastWrite    time.Time
-	pongPending  bool
-	pongValue    uint64
-	pingSent     time.Time
-	closeLocal   bool // Close was called here
-	closeSent    bool // CLOSE written on the current link
-	peerClosing  bool // CLOSE received
-	abortPending bool // write ABORT, then drop the link
-	abortCode    uint16
-	abortReason  string
+	writerIdle  bool
+	writingOn   *link // the link a write is under way on, if any
+	pending     *writeBatch
+	pendingOn   *link
+	alarmAt     time.Time // when the writer's timer rings
+	sentAck     ackBlock  // the last ack block written on the current link
+	sentAckCost uint64    // recvCost when it was written
+	ackPending  bool      // ack state moved since sentAck
+	ackUrgent   bool      // ...and should go now
+	ackDue      time.Time
+	lastWrite   time.Time
+	pongPending bool
+	pongValue   uint64
+	pingSent    time.Time
+	closing     closing
+	abortFrame  []byte // ABORT to write, then drop the link: set when the session ends with one
 
 	notes     []note
 	spare     []note
@@ -209,6 +209,56 @@ type Session struct {
 }
 
 type cacheLinePad [64]byte
+
+// closing is where a session is in its graceful close (PROTOCOL.md: CLOSE and CLOSED).
+type closing uint8
+
+const (
+	notClosing  closing = iota
+	closeWanted         // Close was called here: CLOSE goes once everything sent is acknowledged
+	closeSent           // ...and went on this connection: the peer's CLOSED ends the session
+	peerClosing         // the peer sent CLOSE: CLOSED goes once everything is acknowledged, and ends the session
+	bothWanted          // both sides closed at once: CLOSE, and CLOSED for the peer's; then as closeSent
+	bothSent            // ...our CLOSE went on this connection: CLOSED for the peer's is still owed
+)
+
+// local reports whether Close was called on this side.
+func (c closing) local() bool { return c != notClosing && c != peerClosing }
+
+// closeCalled is the phase once Close is called here.
+func (c closing) closeCalled() closing {
+	switch c {
+	case notClosing:
+		return closeWanted
+	case peerClosing:
+		return bothWanted
+	}
+	return c
+}
+
+// closeReceived is the phase once the peer's CLOSE arrives.
+func (c closing) closeReceived() closing {
+	switch c {
+	case notClosing:
+		return peerClosing
+	case closeWanted:
+		return bothWanted
+	case closeSent:
+		return bothSent
+	}
+	return c
+}
+
+// newConnection is the phase on a new connection: a CLOSE written on the old one goes again.
+func (c closing) newConnection() closing {
+	switch c {
+	case closeSent:
+		return closeWanted
+	case bothSent:
+		return bothWanted
+	}
+	return c
+}
 
 // peerParams is what the handshake settled.
 type peerParams struct {
@@ -300,7 +350,7 @@ func (s *Session) State() State {
 func (s *Session) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.state == StateClosed && s.closeLocal && errors.Is(s.err, errClosedCleanly) {
+	if s.state == StateClosed && s.closing.local() && errors.Is(s.err, errClosedCleanly) {
 		return nil
 	}
 	return s.err
@@ -314,7 +364,7 @@ func (s *Session) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
-	st.SendBuffered = int(s.sTail - s.sHead)
+	st.SendBuffered = int(s.bufferedLocked())
 	st.RecvBuffered = int(s.rDone - s.rHead)
 	st.BufferMemory = len(s.sbuf.buf) + len(s.rbuf.buf) + len(s.descs)*recDescSize
 	return st
@@ -375,7 +425,7 @@ func (s *Session) ackMovedLocked(urgent bool) {
 func (s *Session) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.state.ended() {
-		s.closeLocal = true
+		s.closing = s.closing.closeCalled()
 		if s.state != StateClosing {
 			s.setStateLocked(StateClosing, nil)
 		}
@@ -394,7 +444,7 @@ func (s *Session) Close(ctx context.Context) error {
 	if s.state == StateClosed && (errors.Is(s.err, errClosedCleanly) || errors.Is(s.err, errClosedByPeer)) {
 		return nil
 	}
-	if s.state == StateLost && s.closeSent && s.sHead == s.sTail {
+	if s.state == StateLost && (s.closing == closeSent || s.closing == bothSent) && s.sHead == s.sTail {
 		// The peer had everything and may have ended the session before its CLOSED reached us.
 		return nil
 	}
@@ -465,9 +515,7 @@ func (s *Session) endLocked(st State, err error, how int, reason string) {
 	}
 	if l := s.link; l != nil && how != endKeep {
 		if how >= 0 {
-			s.abortPending = true
-			s.abortCode = uint16(how)
-			s.abortReason = reason
+			s.abortFrame = appendCodeReason(nil, frameAbort, uint16(how), reason)
 			_ = l.conn.SetWriteDeadline(time.Now().Add(abortGrace))
 			s.wakeWriterLocked()
 			select { // the writer may be busy: make sure it looks again

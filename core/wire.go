@@ -231,6 +231,33 @@ func (d dataHeader) put(b []byte) {
 	binary.BigEndian.PutUint64(b[16:24], d.mid)
 }
 
+// dataHdr reads the fixed part of a DATA frame from its first dataHdrLen bytes: the reader's view
+// of a frame arriving, and the sent buffer's view of a frame it keeps.
+type dataHdr []byte
+
+func (h dataHdr) flags() uint8 { return h[1] }
+func (h dataHdr) pid() uint64  { return binary.BigEndian.Uint64(h[8:16]) }
+func (h dataHdr) mid() uint64  { return binary.BigEndian.Uint64(h[16:24]) }
+
+// payloadLen is the payload length of a frame without ack block, as the sent buffer keeps them.
+func (h dataHdr) payloadLen() int { return int(binary.BigEndian.Uint32(h[4:8])) - dataFixedLen }
+
+// sentExternal marks, in the reserved byte 2 of a header kept in the sent buffer, a frame whose
+// payload is not in the buffer but shared with other sessions (Session.SendShared). It never goes
+// on the wire: the writer sends a copy of the header with the byte cleared.
+const sentExternal = 0x80
+
+func (h dataHdr) external() bool { return h[2]&sentExternal != 0 }
+
+// keptLen is how many bytes the sent buffer holds for the frame: all of it, or only its header
+// when its payload is external.
+func (h dataHdr) keptLen() uint64 {
+	if h.external() {
+		return dataHdrLen
+	}
+	return dataHdrLen + uint64(h.payloadLen())
+}
+
 func dataFlagsFor(level AckLevel, eom bool) uint8 {
 	f := uint8(level) << levelShift
 	if eom {

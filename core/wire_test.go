@@ -1205,8 +1205,8 @@ func TestReceiveControlFrames(t *testing.T) {
 	if err := s.feed(in, 3); err != nil {
 		t.Fatalf("CLOSE: %v", err)
 	}
-	if st := s.State(); st != StateClosing || !s.peerClosing {
-		t.Errorf("after CLOSE: state %v, peerClosing %v", st, s.peerClosing)
+	if st := s.State(); st != StateClosing || s.closing != peerClosing {
+		t.Errorf("after CLOSE: state %v, closing phase %v", st, s.closing)
 	}
 	if got := wireDrain(s); len(got) != 2 {
 		t.Errorf("after CLOSE: %d messages, want 2", len(got))

@@ -12,9 +12,43 @@ type writeBatch struct {
 	hdr   [dataHdrLen + ackBlockLen]byte
 	tail  []byte      // CLOSE/CLOSED/ABORT after the data
 	iov   [6][]byte   // ctrl, first header, data (2 pieces), tail
-	bufs  net.Buffers // reused so WriteTo does not allocate
+	bufs  net.Buffers // iov[:n], or big; reused so WriteTo does not allocate
 	end   uint64      // writeOff after this batch
 	final bool        // the session ends once this is written
+	// For batches with external frames (SendShared), made when first needed: more pieces, and
+	// each external frame's header with its mark cleared.
+	big    [][]byte
+	exthdr *[maxExtPerBatch][dataHdrLen]byte
+}
+
+// appendSpan adds a span of the ring (one or two slices).
+func (w *writeBatch) appendSpan(a, b []byte) {
+	if len(a) > 0 {
+		w.bufs = append(w.bufs, a)
+	}
+	if len(b) > 0 {
+		w.bufs = append(w.bufs, b)
+	}
+}
+
+// growForExternal moves the batch's pieces to big, which has room for maxExtPerBatch external
+// frames.
+func (w *writeBatch) growForExternal() {
+	if w.big == nil {
+		w.big = make([][]byte, 0, len(w.iov)+4*maxExtPerBatch+2)
+		w.exthdr = new([maxExtPerBatch][dataHdrLen]byte)
+	}
+	if cap(w.bufs) != cap(w.big) {
+		w.bufs = append(w.big[:0], w.bufs...)
+	}
+}
+
+// forget drops the batch's views of the sent buffer and of shared payloads once written: they
+// would keep a trimmed buffer's memory alive.
+func (w *writeBatch) forget() {
+	clear(w.iov[:])
+	clear(w.big[:cap(w.big)])
+	w.bufs = nil
 }
 
 // writeLoop sends everything the session queues on l until l fails. The client's supervisor
@@ -74,8 +108,7 @@ func (s *Session) writeLoop(l *link) {
 // wroteLocked records that the write of batch w returned, and reports whether the link must close
 // now (the session ended).
 func (s *Session) wroteLocked(l *link, w *writeBatch, now time.Time, err error) bool {
-	// Drop the batch's views of the sent buffer: they would keep a trimmed buffer's memory alive.
-	w.iov, w.bufs = [len(w.iov)][]byte{}, nil
+	w.forget()
 	if s.writingOn == l {
 		s.writingOn = nil
 	}
@@ -86,7 +119,7 @@ func (s *Session) wroteLocked(l *link, w *writeBatch, now time.Time, err error) 
 		s.lastWrite = now
 		s.freeAckedLocked()
 	}
-	return err != nil || w.final || (s.state.ended() && !s.abortPending)
+	return err != nil || w.final || (s.state.ended() && s.abortFrame == nil)
 }
 
 func (s *Session) linkErr(err error) error {
@@ -143,19 +176,46 @@ func (s *Session) writeInlineLocked(l *link) {
 	s.setAlarmLocked(now, next)
 }
 
-// buildLocked fills w with what to send now. If there is nothing, it returns how long the writer
-// may sleep before a delayed ack or a heartbeat is due.
+// buildLocked fills w with what to send now: control frames, then data (the ack block riding on
+// the first frame), then the frames of a close. If there is nothing, it returns how long the
+// writer may sleep before a delayed ack or a heartbeat is due.
 func (s *Session) buildLocked(w *writeBatch, now time.Time) time.Duration {
 	w.ctrl, w.tail, w.bufs, w.final = w.ctrl[:0], w.tail[:0], w.iov[:0], false
 	if s.state.ended() {
-		if s.abortPending {
-			s.abortPending = false
-			w.tail = appendCodeReason(w.tail, frameAbort, s.abortCode, s.abortReason)
+		if s.abortFrame != nil {
+			w.tail = append(w.tail, s.abortFrame...)
 			w.bufs = append(w.bufs, w.tail)
-			w.final = true
+			w.final, s.abortFrame = true, nil
 		}
 		return time.Hour
 	}
+	s.appendControlLocked(w, now)
+	from, to := s.writeOff, s.dataLimitLocked()
+	ab, ackNow := s.ackDecisionLocked(now, to > from || len(w.ctrl) > 0)
+	if ackNow && to == from {
+		w.ctrl = appendAck(w.ctrl, ab)
+	}
+	if len(w.ctrl) > 0 {
+		w.bufs = append(w.bufs, w.ctrl)
+	}
+	if to > from {
+		if ackNow {
+			from = s.appendPiggybackLocked(w, from, ab)
+		}
+		s.writeOff = s.appendDataLocked(w, from, to)
+	}
+	w.end = s.writeOff
+	s.highOff = max(s.highOff, w.end) // a Write follows at once
+	s.appendCloseLocked(w)
+	if len(w.bufs) > 0 {
+		return 0
+	}
+	return s.idleLocked(w, now)
+}
+
+// appendControlLocked adds the PONG owed (with a PING of our own if we have not pinged for a
+// while) and the FAIL reports not yet written on this connection.
+func (s *Session) appendControlLocked(w *writeBatch, now time.Time) {
 	if s.pongPending {
 		s.pongPending = false
 		w.ctrl = appendSimple(w.ctrl, framePong, s.pongValue)
@@ -169,12 +229,15 @@ func (s *Session) buildLocked(w *writeBatch, now time.Time) time.Duration {
 	for ; s.failWritten < len(s.fails); s.failWritten++ {
 		w.ctrl = s.fails[s.failWritten].appendFrame(w.ctrl)
 	}
-	from, to := s.writeOff, s.dataLimitLocked()
+}
+
+// ackDecisionLocked says whether the ack block goes in this batch. A changed one goes when there
+// is something for it to ride on, when it is urgent, or once it has waited AckDelay.
+func (s *Session) ackDecisionLocked(now time.Time, rideOn bool) (ackBlock, bool) {
 	ab := s.ackLocked()
 	changed := ab != s.sentAck
 	ackNow := changed
-	if changed && !s.ackUrgent && to == from && len(w.ctrl) == 0 {
-		// Nothing to ride on: wait up to AckDelay for something to.
+	if changed && !s.ackUrgent && !rideOn {
 		if s.ackDue.IsZero() {
 			s.ackDue = now.Add(s.cfg.AckDelay)
 		}
@@ -184,58 +247,61 @@ func (s *Session) buildLocked(w *writeBatch, now time.Time) time.Duration {
 		s.sentAck, s.sentAckCost = ab, s.recvCost
 		s.ackPending, s.ackUrgent, s.ackDue = false, false, time.Time{}
 	}
-	if ackNow && to == from {
-		w.ctrl = appendAck(w.ctrl, ab)
+	return ab, ackNow
+}
+
+// appendPiggybackLocked adds the frame at from with ack block ab after its PID and MID (flag
+// ACKS), and returns where the rest of the data starts.
+func (s *Session) appendPiggybackLocked(w *writeBatch, from uint64, ab ackBlock) uint64 {
+	h := w.hdr[:dataHdrLen]
+	s.sbuf.get(from, h)
+	external := dataHdr(h).external()
+	h[1] |= flagAcks
+	h[2] = 0
+	binary.BigEndian.PutUint32(h[4:8], binary.BigEndian.Uint32(h[4:8])+ackBlockLen)
+	ab.put(w.hdr[dataHdrLen:])
+	w.bufs = append(w.bufs, w.hdr[:])
+	if external {
+		w.bufs = append(w.bufs, s.ext[s.extAfterLocked(from)].data)
 	}
-	if len(w.ctrl) > 0 {
-		w.bufs = append(w.bufs, w.ctrl)
+	return from + dataHdrLen
+}
+
+// appendCloseLocked adds the frames of a graceful close once everything sent is acknowledged.
+func (s *Session) appendCloseLocked(w *writeBatch) {
+	if s.sHead != s.sTail || s.streamOpen || len(s.fails) > 0 {
+		return
 	}
-	if to > from {
-		if ackNow {
-			// Piggyback: the first frame goes out with the ack block after its PID and MID.
-			s.sbuf.get(from, w.hdr[:dataHdrLen])
-			w.hdr[1] |= flagAcks
-			binary.BigEndian.PutUint32(w.hdr[4:8], binary.BigEndian.Uint32(w.hdr[4:8])+ackBlockLen)
-			ab.put(w.hdr[dataHdrLen:])
-			w.bufs = append(w.bufs, w.hdr[:])
-			from += dataHdrLen
-		}
-		a, b := s.sbuf.span(from, to)
-		w.bufs = append(w.bufs, a)
-		if len(b) > 0 {
-			w.bufs = append(w.bufs, b)
-		}
-		s.writeOff = to
-	}
-	w.end = s.writeOff
-	s.highOff = max(s.highOff, w.end) // a Write follows at once
-	drained := s.sHead == s.sTail && !s.streamOpen && len(s.fails) == 0
-	if drained && s.closeLocal && !s.closeSent {
-		s.closeSent = true
+	switch s.closing {
+	case closeWanted:
 		w.tail = appendSimple(w.tail, frameClose, 0)
-	}
-	if drained && s.peerClosing && !s.closeLocal {
+		s.closing = closeSent
+	case bothWanted:
+		w.tail = appendSimple(appendSimple(w.tail, frameClose, 0), frameClosed, 0)
+		s.closing = closeSent
+	case bothSent:
+		w.tail = appendSimple(w.tail, frameClosed, 0) // both closed at once: answer theirs too
+		s.closing = closeSent
+	case peerClosing:
 		// Everything we sent is acknowledged: answer CLOSE, and the session is over.
 		w.tail = appendSimple(w.tail, frameClosed, 0)
 		s.endLocked(StateClosed, errClosedByPeer, endKeep, "")
 		w.final = true
 	}
-	if drained && s.peerClosing && s.closeLocal && s.closeSent {
-		w.tail = appendSimple(w.tail, frameClosed, 0) // both closed at once: answer too
-		s.peerClosing = false
-	}
 	if len(w.tail) > 0 {
 		w.bufs = append(w.bufs, w.tail)
 	}
-	if len(w.bufs) > 0 {
-		return 0
-	}
+}
+
+// idleLocked handles a writer with nothing to send: after a heartbeat interval of silence it
+// gives back the sent buffer and pings; otherwise it says how long to sleep.
+func (s *Session) idleLocked(w *writeBatch, now time.Time) time.Duration {
 	hb := s.lastWrite.Add(s.peer.heartbeat)
 	if !now.Before(hb) {
 		if s.sHead == s.sTail && !s.streamOpen {
-			// Idle for a heartbeat interval with nothing unacknowledged: give back the sent
-			// buffer, whatever its size (even the smallest is most of an idle session's memory).
-			// A write still under way keeps the old array alive.
+			// Nothing unacknowledged: give back the sent buffer, whatever its size (even the
+			// smallest is most of an idle session's memory). A write still under way keeps the
+			// old array alive.
 			s.sbuf = ring{}
 		}
 		s.pingSent = now
@@ -248,27 +314,4 @@ func (s *Session) buildLocked(w *writeBatch, now time.Time) time.Duration {
 		wait = min(wait, max(s.ackDue.Sub(now), 0))
 	}
 	return wait
-}
-
-// dataLimitLocked is how far the writer may send: the end of the last whole frame within the
-// peer's credit.
-func (s *Session) dataLimitLocked() uint64 {
-	if s.state == StateDisconnected {
-		return s.writeOff
-	}
-	credit := s.peerAck.credit
-	if s.sTail <= credit {
-		return s.sTail
-	}
-	off := s.writeOff
-	var lb [4]byte
-	for off < s.sTail {
-		s.sbuf.get(off+4, lb[:])
-		end := off + headerLen + uint64(binary.BigEndian.Uint32(lb[:]))
-		if end > credit {
-			break
-		}
-		off = end
-	}
-	return off
 }

@@ -135,7 +135,7 @@ func (s *Session) Send(ctx context.Context, data []byte, level AckLevel) (*Ticke
 		return nil, ctx.Err()
 	}
 	defer func() { <-s.sendSem }()
-	return s.send(ctx, data, level, true)
+	return s.send(ctx, data, level, true, false)
 }
 
 // TrySend is Send that never blocks: it returns ErrBufferFull when the message does not fit now.
@@ -146,11 +146,37 @@ func (s *Session) TrySend(data []byte, level AckLevel) (*Ticket, error) {
 		return nil, fmt.Errorf("%w: another Send is waiting for room", ErrBufferFull)
 	}
 	defer func() { <-s.sendSem }()
-	return s.send(context.Background(), data, level, false)
+	return s.send(context.Background(), data, level, false, false)
 }
 
-// send runs with sendSem held; it waits for room only if block.
-func (s *Session) send(ctx context.Context, data []byte, level AckLevel, block bool) (*Ticket, error) {
+// SendShared is Send for a message sent to many sessions at once (a fan-out): data is kept by
+// reference, once for all of them, not copied into each session's sent buffer (see
+// core.Session.SendShared). The caller must never change data afterwards.
+func (s *Session) SendShared(ctx context.Context, data []byte, level AckLevel) (*Ticket, error) {
+	select {
+	case s.sendSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-s.sendSem }()
+	return s.send(ctx, data, level, true, true)
+}
+
+// TrySendShared is SendShared that never blocks: it returns ErrBufferFull when the message does
+// not fit now, so one slow receiver never holds up a fan-out to the others.
+func (s *Session) TrySendShared(data []byte, level AckLevel) (*Ticket, error) {
+	select {
+	case s.sendSem <- struct{}{}:
+	default:
+		return nil, fmt.Errorf("%w: another Send is waiting for room", ErrBufferFull)
+	}
+	defer func() { <-s.sendSem }()
+	return s.send(context.Background(), data, level, false, true)
+}
+
+// send runs with sendSem held; it waits for room only if block, and keeps data by reference if
+// shared.
+func (s *Session) send(ctx context.Context, data []byte, level AckLevel, block, shared bool) (*Ticket, error) {
 	if level > AckProcessed {
 		return nil, fmt.Errorf("ftsl/oneway: invalid ack level %d", level)
 	}
@@ -164,11 +190,15 @@ func (s *Session) send(ctx context.Context, data []byte, level AckLevel, block b
 	s.outstanding++
 	s.mu.Unlock()
 
-	mid, err := s.cs.TrySend(data, level)
+	trySend, send := s.cs.TrySend, s.cs.Send
+	if shared {
+		trySend, send = s.cs.TrySendShared, s.cs.SendShared
+	}
+	mid, err := trySend(data, level)
 	if errors.Is(err, core.ErrBufferFull) {
 		s.publish(events.BufferFull, 0, StatusPending, err)
 		if block {
-			mid, err = s.cs.Send(ctx, data, level)
+			mid, err = send(ctx, data, level)
 		}
 	}
 	if err == nil && mid != t.mid {

@@ -1,0 +1,176 @@
+package core
+
+// The sent buffer keeps the DATA frames sent and not yet acknowledged, exactly as they go on the
+// wire (without ack block), so a connection that breaks costs only a resend from the peer's
+// resume point. Its state is Session.sbuf and the fields beside it, guarded by Session.mu.
+//
+// Offsets (sHead, sTail, writeOff, sentOff, highOff) are ring offsets: they only grow. Credit is
+// counted in cost (PROTOCOL.md: a frame with n payload bytes costs 24+n). The two are the same
+// numbers but for shared payloads: a frame sent with SendShared keeps only its header in the
+// ring, marked sentExternal, and its payload in s.ext, so one payload fanned out to many sessions
+// is stored once. The cost of a ring offset is then the offset plus the external payload bytes
+// before it (costAtLocked).
+
+// extFrame is a frame whose payload the sent buffer does not copy.
+type extFrame struct {
+	off  uint64 // ring offset of its header
+	cum  uint64 // external payload bytes appended since the session began, this frame's included
+	data []byte // shared, never written: the sender promised not to change it
+}
+
+// minSharedPayload is the smallest payload SendShared leaves outside the sent buffer: below it a
+// copy costs less than the extra pieces each write then carries.
+const minSharedPayload = 1 << 10
+
+// appendFrameLocked appends one DATA frame to the sent buffer, copying p unless shared. The
+// caller made room.
+func (s *Session) appendFrameLocked(flags uint8, mid uint64, p []byte, shared bool) {
+	kept := dataHdrLen + len(p)
+	if shared {
+		kept = dataHdrLen
+	}
+	s.sbuf.ensure(s.sHead, s.sTail, kept)
+	var b [dataHdrLen]byte
+	dataHeader{flags: flags, n: len(p), pid: s.nextPID, mid: mid}.put(b[:])
+	if shared {
+		b[2] = sentExternal
+		s.extTotal += uint64(len(p))
+		s.ext = append(s.ext, extFrame{off: s.sTail, cum: s.extTotal, data: p})
+	}
+	s.sbuf.put(s.sTail, b[:])
+	if !shared {
+		s.sbuf.put(s.sTail+dataHdrLen, p)
+	}
+	s.sTail += uint64(kept)
+	s.nextPID++
+}
+
+// bufferedLocked is the cost of the frames in the sent buffer: what SendBufferBytes bounds.
+func (s *Session) bufferedLocked() uint64 { return s.sTail - s.sHead + s.extTotal - s.extFreed }
+
+// extAfterLocked is the index in s.ext of the first external frame at or after ring offset off.
+func (s *Session) extAfterLocked(off uint64) int {
+	lo, hi := s.extHead, len(s.ext)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if s.ext[m].off < off {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// costAtLocked is the cost offset of ring offset off, a frame boundary in [sHead, sTail].
+func (s *Session) costAtLocked(off uint64) uint64 {
+	if i := s.extAfterLocked(off); i > s.extHead {
+		return off + s.ext[i-1].cum
+	}
+	return off + s.extFreed
+}
+
+// headerAtLocked returns the header of the frame kept at ring offset off.
+func (s *Session) headerAtLocked(off uint64, scratch *[dataHdrLen]byte) dataHdr {
+	return dataHdr(s.sbuf.view(off, scratch))
+}
+
+// dataLimitLocked is how far the writer may send: the end of the last whole frame within the
+// peer's credit.
+func (s *Session) dataLimitLocked() uint64 {
+	if s.state == StateDisconnected {
+		return s.writeOff
+	}
+	credit := s.peerAck.credit
+	if s.sTail+s.extTotal <= credit {
+		return s.sTail
+	}
+	off, cost := s.writeOff, s.costAtLocked(s.writeOff)
+	var scratch [dataHdrLen]byte
+	for off < s.sTail {
+		h := s.headerAtLocked(off, &scratch)
+		cost += frameCost(h.payloadLen())
+		if cost > credit {
+			break
+		}
+		off += h.keptLen()
+	}
+	return off
+}
+
+// freeAckedLocked drops frames the peer acknowledged and the writer is done with.
+func (s *Session) freeAckedLocked() {
+	freed := false
+	var scratch [dataHdrLen]byte
+	for s.sHead < s.sTail && s.sHeadPID <= s.peerAck.rPID {
+		h := s.headerAtLocked(s.sHead, &scratch)
+		end := s.sHead + h.keptLen()
+		if end > s.sentOff {
+			break
+		}
+		if h.flags()&flagEOM != 0 {
+			s.ackedMID = h.mid()
+		}
+		if h.external() {
+			s.extFreed = s.ext[s.extHead].cum
+			s.ext[s.extHead] = extFrame{}
+			if s.extHead++; s.extHead == len(s.ext) {
+				s.ext, s.extHead = s.ext[:0], 0
+			}
+		}
+		s.sHead = end
+		s.sHeadPID++
+		freed = true
+	}
+	if !freed {
+		return
+	}
+	s.writeOff = max(s.writeOff, s.sHead)
+	s.progressLocked()
+	s.wakeSendersLocked()
+	if s.closing != notClosing {
+		s.wakeWriterLocked()
+	}
+}
+
+// markResentLocked flags every frame from sHead up to to as sent before: they go again on a new
+// connection.
+func (s *Session) markResentLocked(to uint64) {
+	var scratch [dataHdrLen]byte
+	for off := s.sHead; off < to && off < s.sTail; {
+		h := s.headerAtLocked(off, &scratch)
+		s.sbuf.put(off+1, []byte{h.flags() | flagResent})
+		off += h.keptLen()
+		s.stats.FramesResent++
+	}
+}
+
+// appendDataLocked adds the frames from ring offset from to to, to batch w: spans of the ring as
+// they are, with each external frame's header (its mark cleared) and shared payload in between.
+// It stops early after maxExtPerBatch external frames and returns where it stopped: a frame
+// boundary.
+func (s *Session) appendDataLocked(w *writeBatch, from, to uint64) uint64 {
+	k := 0
+	for i := s.extAfterLocked(from); i < len(s.ext) && s.ext[i].off < to; i++ {
+		if k == maxExtPerBatch {
+			return from
+		}
+		if k == 0 {
+			w.growForExternal()
+		}
+		e := &s.ext[i]
+		w.appendSpan(s.sbuf.span(from, e.off))
+		h := w.exthdr[k][:]
+		s.sbuf.get(e.off, h)
+		h[2] = 0
+		w.bufs = append(w.bufs, h, e.data)
+		from = e.off + dataHdrLen
+		k++
+	}
+	w.appendSpan(s.sbuf.span(from, to))
+	return to
+}
+
+// maxExtPerBatch bounds the external frames one write carries: each takes two pieces of the
+// writev, and the batch's pieces live in a fixed array.
+const maxExtPerBatch = 8

@@ -1035,3 +1035,39 @@ func TestBuffersShrinkWhenIdle(t *testing.T) {
 		}
 	})
 }
+
+// TestSendBufferShrinksWhenPeerPingsFirst: a side whose peer's heartbeats always come first (the
+// peer's interval is the shorter) answers each with PONG, and PING (PROTOCOL.md, PING); its
+// emptied sent buffer must still give its memory back after an idle heartbeat interval.
+//
+// It fails on the code as of this test: buildLocked drops the sent buffer only in its own
+// idle-heartbeat branch, which it never reaches while it answers the peer's PINGs, since the
+// answer is a write that postpones its own heartbeat. With equal intervals the two sides race
+// at each heartbeat, and the buffer shrinks or not depending on which PING is written first.
+func TestSendBufferShrinksWhenPeerPingsFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const hb = time.Second
+		p, _ := pipePair(t, 0, Config{HeartbeatInterval: hb}, Config{HeartbeatInterval: hb / 4})
+		ctx := testCtx(t)
+		const n, size = 16, 64 << 10
+		for i := 0; i < n; i++ {
+			if _, err := p.client.Send(ctx, make([]byte, size), AckNone); err != nil {
+				t.Fatal(err)
+			}
+			m, err := p.server.Recv(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = p.server.Settle(m.ID, nil)
+		}
+		synctest.Wait()
+		if c := p.client.Stats().BufferMemory; c < size {
+			t.Fatalf("client's buffers hold %d bytes after the burst: the test proves nothing", c)
+		}
+		time.Sleep(10 * hb)
+		if st := p.client.Stats(); st.SendBuffered != 0 || st.BufferMemory > 16<<10 {
+			t.Fatalf("client idle for %v, everything acknowledged (%d bytes buffered): its buffers still hold %d bytes; RTT %v",
+				10*hb, st.SendBuffered, st.BufferMemory, st.RTT)
+		}
+	})
+}

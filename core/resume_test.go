@@ -258,56 +258,6 @@ func TestForgedResume(t *testing.T) {
 	}
 }
 
-// TestExpiry: the client cannot come back within the server's ResumeWindow. The server forgets
-// the session; when the client finally gets through, its resume is refused and it is lost.
-func TestExpiry(t *testing.T) {
-	p := newProxied(t, fastResume, Config{ResumeWindow: 200 * time.Millisecond})
-	ctx := testCtx(t)
-	srec, crec := newRecorder(), newRecorder()
-	p.server.Observe(srec)
-	p.client.Observe(crec)
-	p.proxy.Refuse(true)
-	p.proxy.KillAll()
-	if err := srec.await(ctx, func(r *recorder) bool { return len(r.states) > 0 && r.states[len(r.states)-1] == StateLost }); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.server.Recv(ctx); !errors.Is(err, ErrSessionLost) {
-		t.Fatalf("server Recv: %v", err)
-	}
-	if n := p.ln.Sessions(); n != 0 {
-		t.Fatalf("listener still holds %d sessions", n)
-	}
-	p.proxy.Refuse(false)
-	if err := crec.await(ctx, func(r *recorder) bool { return len(r.states) > 0 && r.states[len(r.states)-1] == StateLost }); err != nil {
-		t.Fatal(err)
-	}
-	_, err := p.client.Send(ctx, []byte("x"), AckNone)
-	if !errors.Is(err, ErrSessionLost) {
-		t.Fatalf("client Send after loss: %v", err)
-	}
-	var rej *RejectError
-	if !errors.As(err, &rej) || rej.Code != RejectUnknownSession {
-		t.Fatalf("client error %v does not carry the server's refusal", err)
-	}
-}
-
-// TestClientGivesUp: the server is unreachable for longer than the client's ResumeWindow.
-func TestClientGivesUp(t *testing.T) {
-	cfg := fastResume
-	cfg.ResumeWindow = 150 * time.Millisecond
-	p := newProxied(t, cfg, Config{})
-	ctx := testCtx(t)
-	p.proxy.Refuse(true)
-	p.proxy.KillAll()
-	_, err := p.client.Recv(ctx)
-	if !errors.Is(err, ErrSessionLost) {
-		t.Fatalf("Recv: %v", err)
-	}
-	if p.proxy.Stats().Accepted < 3 {
-		t.Fatalf("only %d connection attempts", p.proxy.Stats().Accepted)
-	}
-}
-
 // TestCloseWhileDisconnected: Close waits for the connection to come back, then completes.
 func TestCloseWhileDisconnected(t *testing.T) {
 	p := newProxied(t, fastResume, Config{})

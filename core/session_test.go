@@ -1,7 +1,6 @@
 package core
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,8 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/ftsl-go/ftsl/internal/testkit"
 )
 
 // exchange sends n messages each way at once, of sizes drawn by size, and checks that each side
@@ -213,33 +210,6 @@ func fill(t *testing.T, s *Session, msg []byte) int {
 		if n > 1000 {
 			t.Fatal("Send never blocks")
 		}
-	}
-}
-
-// TestSlowReaderKeepsSessionAlive: a receiving application that stops reading must not starve
-// the session of heartbeats and acks (credit keeps data from blocking them).
-func TestSlowReaderKeepsSessionAlive(t *testing.T) {
-	cfg := Config{MaxMessageSize: 1000, SendBufferBytes: 8 << 10, ReceiveBufferBytes: 8 << 10,
-		DeadPeerTimeout: 300 * time.Millisecond} // margin for a loaded CI machine
-	p := newPair(t, "tcp", cfg, cfg)
-	ctx := testCtx(t)
-	rec := newRecorder()
-	p.client.Observe(rec)
-	for i := 0; i < 20; i++ {
-		if _, err := p.client.TrySend(make([]byte, 1000), AckNone); err != nil {
-			break
-		}
-	}
-	// Wait several dead-peer timeouts: this is the test (nothing must happen), not a sync.
-	time.Sleep(8 * cfg.DeadPeerTimeout)
-	if st := p.client.Stats(); st.Reconnects != 0 {
-		t.Fatalf("session reconnected %d times while the reader was slow", st.Reconnects)
-	}
-	if s := p.client.State(); s != StateConnected {
-		t.Fatalf("state %v", s)
-	}
-	if _, err := p.server.Recv(ctx); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -665,77 +635,5 @@ func TestIdleAfterRequests(t *testing.T) {
 	// Both ends ping while idle, whichever of them started first.
 	if c, s := p.client.Stats(), p.server.Stats(); c.RTT <= 0 || s.RTT <= 0 {
 		t.Fatalf("heartbeat round trips: client %v, server %v", c.RTT, s.RTT)
-	}
-}
-
-// TestBuffersShrinkWhenIdle: a burst grows the sent and received buffers; once the application
-// has caught up and the link has been idle for a heartbeat interval, the memory goes back, and
-// the session carries on as before.
-func TestBuffersShrinkWhenIdle(t *testing.T) {
-	cfg := Config{HeartbeatInterval: 200 * time.Millisecond, MaxMessageSize: 64 << 10}
-	scfg := cfg
-	scfg.ReceiveBufferBytes = 256 << 10 // so that most of the burst waits in the client's buffer
-	p := newPair(t, "tcp", cfg, scfg)
-	ctx := testCtx(t)
-	const n, size = 32, 64 << 10
-	msg := make([]byte, size)
-	for i := 0; i < n; i++ {
-		testkit.Fill(msg, 5, uint64(i))
-		if _, err := p.client.Send(ctx, msg, AckNone); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The server reads nothing yet: it holds what its window allows, the client the rest.
-	if c := p.client.Stats().BufferMemory; c < n*size-scfg.ReceiveBufferBytes {
-		t.Fatalf("client's buffers hold %d bytes during the burst", c)
-	}
-	for p.server.Stats().RecvBuffered < 2*size {
-		if err := ctx.Err(); err != nil {
-			t.Fatalf("server holds %d bytes: %v", p.server.Stats().RecvBuffered, err)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if s := p.server.Stats().BufferMemory; s < 2*size {
-		t.Fatalf("server's buffers hold %d bytes during the burst", s)
-	}
-	want := make([]byte, size)
-	for i := 0; i < n; i++ {
-		m, err := p.server.Recv(ctx)
-		testkit.Fill(want, 5, uint64(i))
-		if err != nil || !bytes.Equal(m.Data, want) {
-			t.Fatalf("message %d: %v", i, err)
-		}
-		_ = p.server.Settle(m.ID, nil)
-	}
-	got := make(chan Message, 1)
-	go func() {
-		m, err := p.server.Recv(ctx)
-		if err == nil {
-			got <- Message{ID: m.ID, Data: bytes.Clone(m.Data)}
-		}
-		close(got)
-	}()
-	const small = 16 << 10
-	for {
-		c, s := p.client.Stats().BufferMemory, p.server.Stats().BufferMemory
-		if c <= small && s <= small {
-			break
-		}
-		if err := ctx.Err(); err != nil {
-			t.Fatalf("buffers still hold client %d, server %d bytes: %v", c, s, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if _, err := p.client.Send(ctx, []byte("after"), AckNone); err != nil {
-		t.Fatal(err)
-	}
-	if m, ok := <-got; !ok || m.ID != n+1 || string(m.Data) != "after" {
-		t.Fatalf("after shrinking: %d %q", m.ID, m.Data)
-	}
-	if _, err := p.server.Send(ctx, []byte("back"), AckNone); err != nil {
-		t.Fatal(err)
-	}
-	if m, err := p.client.Recv(ctx); err != nil || string(m.Data) != "back" {
-		t.Fatalf("reply: %v", err)
 	}
 }

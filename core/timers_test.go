@@ -375,8 +375,8 @@ func dialRaw(t *testing.T, rs *rawServer, cfg Config) (*Session, *rawEnd) {
 	return c, e
 }
 
-// helloFrame is a whole HELLO frame offering h.
-func helloFrame(h hello) []byte {
+// helloFrameOf is a whole HELLO frame offering h.
+func helloFrameOf(h hello) []byte {
 	b := make([]byte, headerLen+helloLen)
 	header{typ: frameHello, length: helloLen}.put(b)
 	h.put(b[headerLen:])
@@ -415,7 +415,7 @@ func rawConnect(t *testing.T, pl *pipeListener, frame []byte) (*rawEnd, header, 
 // the session, the client's end and the WELCOME it got.
 func rawSession(t *testing.T, ln *Listener, pl *pipeListener, h hello) (*Session, *rawEnd, welcome) {
 	t.Helper()
-	e, hdr, body := rawConnect(t, pl, helloFrame(h))
+	e, hdr, body := rawConnect(t, pl, helloFrameOf(h))
 	if hdr.typ != frameWelcome {
 		t.Fatalf("server answered HELLO with %v", hdr.typ)
 	}

@@ -219,6 +219,12 @@ func (s *Session) appendControlLocked(w *writeBatch, now time.Time) {
 	if s.pongPending {
 		s.pongPending = false
 		w.ctrl = appendSimple(w.ctrl, framePong, s.pongValue)
+		if s.sHead == s.sTail && !s.streamOpen {
+			// The peer pings only after writing nothing for a heartbeat interval, acks included,
+			// so we have sent nothing for about as long: the same idleness as idleLocked's, which
+			// never comes when the peer's heartbeats come first and our PONGs count as writes.
+			s.sbuf = ring{}
+		}
 		if now.Sub(s.pingSent) >= s.peer.heartbeat {
 			// On an idle link the side that pings first stays first, and its PONGs would keep the
 			// other side from ever pinging: ask back, so both ends learn the round-trip time.

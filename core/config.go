@@ -48,6 +48,12 @@ type Config struct {
 	// Default DeadPeerTimeout/3; it is also kept below a third of the peer's DeadPeerTimeout.
 	HeartbeatInterval time.Duration
 
+	// HeartbeatFloor is the shortest heartbeat interval the peer can make this side keep: a peer
+	// advertising a dead-peer timeout under three times it is sent PINGs only this often (so a
+	// stranger cannot make a server ping it hundreds of times a second). Default 100 ms, or
+	// HeartbeatInterval if that is shorter.
+	HeartbeatFloor time.Duration
+
 	// DeadPeerTimeout is how long a connection may carry nothing from the peer before it is
 	// declared dead and closed; the client then reconnects. Default 15 s.
 	DeadPeerTimeout time.Duration
@@ -126,6 +132,7 @@ const (
 	DefaultMaxMessageSize     = 1 << 20
 	DefaultAckDelay           = 2 * time.Millisecond
 	DefaultDeadPeerTimeout    = 15 * time.Second
+	DefaultHeartbeatFloor     = 100 * time.Millisecond
 	DefaultResumeWindow       = 60 * time.Second
 	DefaultHandshakeTimeout   = 10 * time.Second
 	DefaultBackoffMin         = 10 * time.Millisecond
@@ -160,6 +167,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.AckDelay, DefaultAckDelay)
 	setDefault(&c.DeadPeerTimeout, DefaultDeadPeerTimeout)
 	setDefault(&c.HeartbeatInterval, c.DeadPeerTimeout/3)
+	setDefault(&c.HeartbeatFloor, min(DefaultHeartbeatFloor, c.HeartbeatInterval))
 	setDefault(&c.ResumeWindow, DefaultResumeWindow)
 	setDefault(&c.HandshakeTimeout, DefaultHandshakeTimeout)
 	setDefault(&c.FirstFrameTimeout, min(DefaultFirstFrameTimeout, c.HandshakeTimeout))
@@ -181,7 +189,7 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	switch {
 	case c.SendBufferBytes < 0, c.ReceiveBufferBytes < 0, c.MaxMessageSize < 0, c.AckDelay < 0,
-		c.HeartbeatInterval < 0, c.DeadPeerTimeout < 0, c.ResumeWindow < 0, c.HandshakeTimeout < 0,
+		c.HeartbeatInterval < 0, c.HeartbeatFloor < 0, c.DeadPeerTimeout < 0, c.ResumeWindow < 0, c.HandshakeTimeout < 0,
 		c.BackoffMin < 0, c.BackoffMax < 0, c.MaxHandshakes < 0, c.AcceptBacklog < 0, c.MaxInFlight < 0,
 		c.FirstFrameTimeout < 0, c.MaxHandshakesPerSource < 0:
 		return bad("negative value")

@@ -164,6 +164,11 @@ func (s *Session) startLinkLocked(c net.Conn, ownWriter bool) *link {
 	s.gen++
 	l := newLink(c, s.gen)
 	s.link = l
+	s.remote, s.local = c.RemoteAddr(), c.LocalAddr()
+	if tc, ok := c.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		s.tlsState = &st
+	}
 	s.rd.restart()
 	s.refreshViewLocked()
 	s.writerIdle = false

@@ -3,6 +3,7 @@ package core
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -412,4 +413,34 @@ func TestTLSCloseWritesNothingUnderLock(t *testing.T) {
 	waitDone(t, c)
 	_ = ln.Close()
 	checkGoroutines(t, base)
+}
+
+// TestAddressesAndTLSState: both ends know the connection's addresses, and with mutual TLS the
+// server sees the client's certificate.
+func TestAddressesAndTLSState(t *testing.T) {
+	for _, transport := range []string{"tcp", "tls"} {
+		t.Run(transport, func(t *testing.T) {
+			var ccfg, scfg Config
+			if transport == "tls" {
+				st, ct := testTLS(t)
+				scfg.TLS = st.Clone()
+				scfg.TLS.ClientAuth = tls.RequireAnyClientCert
+				ccfg.TLS = ct.Clone()
+				ccfg.TLS.Certificates = st.Certificates // the test's one certificate serves both ends
+			}
+			p := newPair(t, "tcp", ccfg, scfg)
+			if p.client.RemoteAddr().String() != p.server.LocalAddr().String() ||
+				p.server.RemoteAddr().String() != p.client.LocalAddr().String() {
+				t.Fatalf("client %v -> %v, server %v <- %v", p.client.LocalAddr(), p.client.RemoteAddr(),
+					p.server.LocalAddr(), p.server.RemoteAddr())
+			}
+			st, ok := p.server.ConnectionState()
+			if ok != (transport == "tls") {
+				t.Fatalf("TLS state reported: %v", ok)
+			}
+			if ok && (len(st.PeerCertificates) != 1 || st.PeerCertificates[0].Subject.CommonName != "ftsl test") {
+				t.Fatalf("server sees client certificates %v", st.PeerCertificates)
+			}
+		})
+	}
 }

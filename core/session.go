@@ -3,9 +3,11 @@ package core
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -121,14 +123,18 @@ type Session struct {
 	mu sync.Mutex
 	// Everything below is guarded by mu.
 
-	state   State
-	err     error       // why the session ended
-	obs     []*Observer // replaced, never modified, when one is added or removed; empty: notes are dropped
-	peer    peerParams
-	link    *link // the current connection; nil while disconnected
-	gen     uint64
-	running int // goroutines of this session that have not returned
-	expiry  *time.Timer
+	state State
+	err   error       // why the session ended
+	obs   []*Observer // replaced, never modified, when one is added or removed; empty: notes are dropped
+	peer  peerParams
+	link  *link // the current connection; nil while disconnected
+	// The addresses and TLS state of the current connection, or of the last one while
+	// disconnected.
+	remote, local net.Addr
+	tlsState      *tls.ConnectionState
+	gen           uint64
+	running       int // goroutines of this session that have not returned
+	expiry        *time.Timer
 	// resumeBusy: a resume is moving the session to a new connection; it must not expire.
 	resumeBusy bool
 	// unconfirmed, on a new server session, is closed when the first frame from the client
@@ -329,7 +335,7 @@ func (s *Session) setPeer(version uint8, h hello) {
 		maxMessage: int(min(uint32(s.cfg.MaxMessageSize), h.maxMessage)), // int(u32) overflows on 32-bit
 		window:     uint64(s.cfg.ReceiveBufferBytes),
 		deadPeer:   s.cfg.DeadPeerTimeout,
-		heartbeat:  min(s.cfg.HeartbeatInterval, time.Duration(h.deadPeerMs)*time.Millisecond/3),
+		heartbeat:  min(s.cfg.HeartbeatInterval, max(time.Duration(h.deadPeerMs)*time.Millisecond/3, s.cfg.HeartbeatFloor)),
 		// A quarter of what the peer can have in flight: it never waits on a delayed ack.
 		ackBytes: min(uint64(s.cfg.ReceiveBufferBytes), uint64(h.sendBuffer)) / ackUrgentFactor,
 	}
@@ -358,6 +364,34 @@ func (s *Session) Err() error {
 
 // Done is closed when the session has ended and all its goroutines have returned.
 func (s *Session) Done() <-chan struct{} { return s.done }
+
+// RemoteAddr is the peer's address on the current connection, or on the last one while the
+// session is disconnected. A client that reconnects may come from another address.
+func (s *Session) RemoteAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.remote
+}
+
+// LocalAddr is this side's address on the current connection, or on the last one.
+func (s *Session) LocalAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.local
+}
+
+// ConnectionState is the TLS state of the current connection, or of the last one, and false if
+// the session does not use TLS. With mutual TLS, a server finds the client's certificates in
+// PeerCertificates (and VerifiedChains) to tell who the client is. A client that resumes may
+// present other certificates on its new connection: the state is the latest one's.
+func (s *Session) ConnectionState() (tls.ConnectionState, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tlsState == nil {
+		return tls.ConnectionState{}, false
+	}
+	return *s.tlsState, true
+}
 
 // Stats returns the session's counters.
 func (s *Session) Stats() Stats {

@@ -621,6 +621,23 @@ func TestHeartbeatCappedByPeer(t *testing.T) {
 	})
 }
 
+// TestHeartbeatFloor: a peer advertising a dead-peer timeout of 10 ms (the protocol's least)
+// cannot make a server ping it every 3 ms: it gets HeartbeatFloor's pace.
+func TestHeartbeatFloor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ln, pl := pipeServer(t, Config{})
+		offer := defaultOffer()
+		offer.deadPeerMs = 10
+		_, e, _ := rawSession(t, ln, pl, offer)
+		t0 := time.Now()
+		sleepUntil(t0.Add(350 * time.Millisecond))
+		wantFrames(t, "server", e.take(),
+			rawFrame{typ: framePing, at: t0.Add(DefaultHeartbeatFloor)},
+			rawFrame{typ: framePing, at: t0.Add(2 * DefaultHeartbeatFloor)},
+			rawFrame{typ: framePing, at: t0.Add(3 * DefaultHeartbeatFloor)})
+	})
+}
+
 // TestHeartbeatRTTBothEnds: on an idle link where the client's heartbeats come first, the server,
 // kept busy answering them, never goes a heartbeat interval without writing; it pings with its
 // PONGs, so both ends measure the round trip (PROTOCOL.md, PING).

@@ -2,8 +2,10 @@ package oneway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 
 	"github.com/ftsl-go/ftsl/core"
@@ -92,6 +94,19 @@ func (s *Session) State() core.State { return s.cs.State() }
 
 // Stats returns the counters of the session underneath.
 func (s *Session) Stats() core.Stats { return s.cs.Stats() }
+
+// Err reports why the session ended (see core.Session.Err).
+func (s *Session) Err() error { return s.cs.Err() }
+
+// RemoteAddr is the peer's address on the current (or last) connection.
+func (s *Session) RemoteAddr() net.Addr { return s.cs.RemoteAddr() }
+
+// LocalAddr is this side's address on the current (or last) connection.
+func (s *Session) LocalAddr() net.Addr { return s.cs.LocalAddr() }
+
+// ConnectionState is the TLS state of the current (or last) connection: with mutual TLS, the
+// peer's certificates (see core.Session.ConnectionState).
+func (s *Session) ConnectionState() (tls.ConnectionState, bool) { return s.cs.ConnectionState() }
 
 // Events returns the channel of the session's events (see events.Dispatcher). It is bounded:
 // events the application does not read in time are dropped and counted by EventsDropped, never

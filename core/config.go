@@ -76,6 +76,14 @@ type Config struct {
 	// connection dies is made at once. Defaults 10 ms and 2 s.
 	BackoffMin, BackoffMax time.Duration
 
+	// MaxSendMemory bounds the memory the sent buffers of all a listener's sessions take
+	// together (each is also bounded by SendBufferBytes). Sends that would grow a buffer past it
+	// fail at once with ErrBufferFull, Send included (the memory is held by other sessions, and
+	// waiting for it would not be fair), so peers that never read cannot pin more in total than
+	// this, however many they are. Shared payloads (SendShared) count once, in the sender's
+	// memory, not here. Server only. Default 1 GiB.
+	MaxSendMemory int
+
 	// MaxHandshakes bounds the handshakes a Listener runs at once. When all are taken, a new
 	// connection takes the place of a handshake that has not sent its first frame yet (that one
 	// is closed): the oldest of the source address holding the most places. If every handshake
@@ -140,6 +148,7 @@ const (
 	DefaultMaxHandshakes      = 256
 	DefaultAcceptBacklog      = 128
 	DefaultMaxInFlight        = 1
+	DefaultMaxSendMemory      = 1 << 30
 
 	maxMaxInFlight = 1 << 16
 	maxWindow      = 1 << 30
@@ -177,6 +186,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.MaxHandshakesPerSource, min(DefaultMaxHandshakesPerSource, c.MaxHandshakes))
 	setDefault(&c.AcceptBacklog, DefaultAcceptBacklog)
 	setDefault(&c.MaxInFlight, DefaultMaxInFlight)
+	setDefault(&c.MaxSendMemory, DefaultMaxSendMemory)
 	c.SendBufferBytes = min(c.SendBufferBytes, maxSendBuffer)
 	if c.Resolver == nil {
 		c.Resolver = identityResolver{}
@@ -191,6 +201,7 @@ func (c Config) withDefaults() (Config, error) {
 	case c.SendBufferBytes < 0, c.ReceiveBufferBytes < 0, c.MaxMessageSize < 0, c.AckDelay < 0,
 		c.HeartbeatInterval < 0, c.HeartbeatFloor < 0, c.DeadPeerTimeout < 0, c.ResumeWindow < 0, c.HandshakeTimeout < 0,
 		c.BackoffMin < 0, c.BackoffMax < 0, c.MaxHandshakes < 0, c.AcceptBacklog < 0, c.MaxInFlight < 0,
+		c.MaxSendMemory < 0,
 		c.FirstFrameTimeout < 0, c.MaxHandshakesPerSource < 0:
 		return bad("negative value")
 	case c.MaxInFlight > maxMaxInFlight:

@@ -90,3 +90,60 @@ func TestSharedFanOut(t *testing.T) {
 	waitDone(t, append(cs, ss...)...)
 	checkGoroutines(t, base)
 }
+
+// TestSendMemoryBudget: peers that never read pin the sent buffers of their sessions, but all of
+// them together no more than MaxSendMemory: beyond it sends fail with ErrBufferFull at once, and
+// memory a session gives back (here, as it ends) serves the others.
+func TestSendMemoryBudget(t *testing.T) {
+	ctx := testCtx(t)
+	base := runtime.NumGoroutine()
+	const budget = 256 << 10
+	ln, err := Listen("127.0.0.1:0", Config{MaxSendMemory: budget, MaxMessageSize: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs, ss []*Session
+	for i := 0; i < 4; i++ {
+		// The clients never read, and their small windows leave the rest in the server's buffers.
+		c, err := Dial(ctx, ln.Addr().String(), Config{ReceiveBufferBytes: 32 << 10, MaxMessageSize: 16 << 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, ss = append(cs, c), append(ss, s)
+	}
+	msg := make([]byte, 8<<10)
+	total := 0
+	for _, s := range ss {
+		for {
+			_, err := s.TrySend(msg, AckNone)
+			if errors.Is(err, ErrBufferFull) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		total += s.Stats().BufferMemory
+	}
+	if total > budget {
+		t.Fatalf("the sessions' sent buffers hold %d bytes, over MaxSendMemory %d", total, budget)
+	}
+	if _, err := ss[3].Send(ctx, msg, AckNone); !errors.Is(err, ErrBufferFull) {
+		t.Fatalf("Send past the budget: %v, want ErrBufferFull at once", err)
+	}
+	cs[0].Abort()
+	waitDone(t, ss[0])
+	if _, err := ss[3].TrySend(msg, AckNone); err != nil {
+		t.Fatalf("after a session ended and gave its memory back: %v", err)
+	}
+	for _, c := range cs {
+		c.Abort()
+	}
+	_ = ln.Close()
+	waitDone(t, append(cs, ss...)...)
+	checkGoroutines(t, base)
+}

@@ -174,6 +174,7 @@ func (s *Session) startLinkLocked(c net.Conn, ownWriter bool) *link {
 	s.writerIdle = false
 	s.writingOn, s.pending, s.pendingOn = nil, nil, nil // what was under way belongs to the old link
 	s.lastWrite = time.Now()
+	s.ackWait = s.lastWrite
 	s.closing = s.closing.newConnection()
 	s.pongPending = false
 	s.ackDue, s.ackUrgent = time.Time{}, false

@@ -32,6 +32,8 @@ type Listener struct {
 	// [1] debug lines, so a flood of failed handshakes does not hide the warnings.
 	quiet [2]logLimiter
 
+	sendMem memBudget // the sessions' sent buffers, bounded by MaxSendMemory
+
 	mu         sync.Mutex // lock order: Session.mu before Listener.mu
 	sessions   map[uint64]*Session
 	handshakes map[*handshake]struct{} // every handshake goroutine running, evicted or not
@@ -101,6 +103,7 @@ func NewListener(ln net.Listener, cfg Config) (*Listener, error) {
 		handshakes: make(map[*handshake]struct{}),
 		sources:    make(map[netip.Addr]*source),
 	}
+	l.sendMem.limit = int64(cfg.MaxSendMemory)
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
 	go l.acceptLoop()

@@ -138,6 +138,9 @@ func (w *MessageWriter) append(p []byte, flags uint8) error {
 			return err
 		}
 	}
+	if !s.growSentLocked(int(need), flags&flagCancel != 0) {
+		return errSendMemory
+	}
 	s.appendFrameLocked(flags, w.mid, p, false)
 	s.wakeWriterLocked()
 	return nil

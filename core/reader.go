@@ -125,7 +125,7 @@ func (s *Session) readLoop(l *link) {
 				putReadBuf(buf)
 				r, buf = 0, nb
 			}
-			if !s.publish(l, &b) {
+			if !s.publish(l, &b, time.Now()) {
 				putReadBuf(buf)
 				return
 			}
@@ -380,16 +380,27 @@ func growDescs(old []recDesc, head, tail uint64) []recDesc {
 
 // publish applies a batch under mu: it makes new messages visible, takes in the peer's acks,
 // and wakes whoever waits. It reports false when the reader should stop.
-func (s *Session) publish(l *link, b *readBatch) bool {
+func (s *Session) publish(l *link, b *readBatch, now time.Time) bool {
 	s.mu.Lock()
 	if s.link != l {
 		s.mu.Unlock()
 		return false
 	}
 	stop := s.applyLocked(b)
+	if !stop && s.writeOff > s.sHead && now.Sub(s.ackWait) > s.peer.deadPeer {
+		// Frames written long ago wait for an ack while the peer writes on: it is not reading
+		// (a stalled peer, or one that only pings to pin our buffers). Drop the connection, as
+		// for a silent peer: a live client resumes, and the frames go again.
+		s.unlockNotify()
+		s.log.Debug().Uint64("session", s.id).Msg("peer acknowledges nothing; connection dropped")
+		l.fail(errPeerNotReading)
+		return false
+	}
 	s.unlockNotify()
 	return !stop
 }
+
+var errPeerNotReading = errors.New("ftsl: peer acknowledged nothing for DeadPeerTimeout")
 
 // applyLocked is publish's work; it reports whether the session ended.
 func (s *Session) applyLocked(b *readBatch) (stop bool) {
@@ -465,6 +476,9 @@ func (s *Session) takeAcksLocked(a ackBlock) error {
 	}
 	old := s.peerAck
 	s.peerAck.max(a)
+	if s.peerAck.rPID > old.rPID {
+		s.ackWait = time.Now()
+	}
 	if s.peerAck.credit > old.credit && s.writeOff < s.sTail {
 		s.wakeWriterLocked()
 	}

@@ -20,7 +20,7 @@ func (r *ring) ensure(head, tail uint64, n int) bool {
 	if need <= len(r.buf) {
 		return false
 	}
-	c := max(minRingCap, 1<<bits.Len(uint(need-1)))
+	c := ringCap(need)
 	old := *r
 	r.buf = make([]byte, c)
 	if len(old.buf) > 0 && tail > head {
@@ -30,6 +30,9 @@ func (r *ring) ensure(head, tail uint64, n int) bool {
 	}
 	return true
 }
+
+// ringCap is the capacity a ring grows to for need bytes: a power of two, at least minRingCap.
+func ringCap(need int) int { return max(minRingCap, 1<<bits.Len(uint(need-1))) }
 
 // span returns the bytes at [from, to) as one or two slices of the backing array (the second
 // is empty unless the range wraps). to-from must not exceed the capacity.

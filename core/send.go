@@ -60,6 +60,11 @@ func (s *Session) send(ctx context.Context, msg []byte, level AckLevel, wait, sh
 			return 0, err
 		}
 	}
+	if !s.growSentLocked(keptBytes(len(msg), shared), false) {
+		s.wakeSendersLocked()
+		s.mu.Unlock()
+		return 0, errSendMemory
+	}
 	// A quiet link (everything sent so far acknowledged) is the request-reply pattern, where
 	// latency counts; a busy one is streaming, where the writer's batching counts.
 	quiet := s.sHead == s.sTail

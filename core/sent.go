@@ -1,5 +1,10 @@
 package core
 
+import (
+	"fmt"
+	"sync/atomic"
+)
+
 // The sent buffer keeps the DATA frames sent and not yet acknowledged, exactly as they go on the
 // wire (without ack block), so a connection that breaks costs only a resend from the peer's
 // resume point. Its state is Session.sbuf and the fields beside it, guarded by Session.mu.
@@ -22,8 +27,22 @@ type extFrame struct {
 // copy costs less than the extra pieces each write then carries.
 const minSharedPayload = 1 << 10
 
+// keptBytes is what the sent buffer keeps for a message of n bytes: its frames, less the payloads
+// kept by reference if shared.
+func keptBytes(n int, shared bool) int {
+	kept := int(messageCost(n))
+	if shared {
+		for off := 0; off < n; off += MaxFramePayload {
+			if c := min(n-off, MaxFramePayload); c >= minSharedPayload {
+				kept -= c
+			}
+		}
+	}
+	return kept
+}
+
 // appendFrameLocked appends one DATA frame to the sent buffer, copying p unless shared. The
-// caller made room.
+// caller made room (growSentLocked).
 func (s *Session) appendFrameLocked(flags uint8, mid uint64, p []byte, shared bool) {
 	kept := dataHdrLen + len(p)
 	if shared {
@@ -174,3 +193,78 @@ func (s *Session) appendDataLocked(w *writeBatch, from, to uint64) uint64 {
 // maxExtPerBatch bounds the external frames one write carries: each takes two pieces of the
 // writev, and the batch's pieces live in a fixed array.
 const maxExtPerBatch = 8
+
+// memBudget is memory the sessions of a listener share: their sent buffers take from it as they
+// grow and give back as they shrink, so strangers that never read cannot pin more in total than
+// Config.MaxSendMemory, whatever their number. A nil budget (a client's session) is unlimited.
+type memBudget struct {
+	limit int64
+	used  atomic.Int64
+}
+
+func (b *memBudget) take(n int) bool {
+	if b == nil {
+		return true
+	}
+	for {
+		u := b.used.Load()
+		if u+int64(n) > b.limit {
+			return false
+		}
+		if b.used.CompareAndSwap(u, u+int64(n)) {
+			return true
+		}
+	}
+}
+
+func (b *memBudget) give(n int) {
+	if b != nil {
+		b.used.Add(-int64(n))
+	}
+}
+
+// sendBudget is the budget this session's sent buffer takes from: its listener's, if any.
+func (s *Session) sendBudget() *memBudget {
+	if s.lis == nil {
+		return nil
+	}
+	return &s.lis.sendMem
+}
+
+// errSendMemory is why a send fails when the listener's budget is used up.
+var errSendMemory = fmt.Errorf("%w: the listener's MaxSendMemory is used up by its sessions", ErrBufferFull)
+
+// growSentLocked makes room in the sent buffer for kept more bytes, taking what it grows by from
+// the listener's budget. It reports false, growing nothing, if the budget cannot give that much,
+// unless force (a MessageWriter's cancel must always go).
+func (s *Session) growSentLocked(kept int, force bool) bool {
+	need := int(s.sTail-s.sHead) + kept
+	if need <= len(s.sbuf.buf) {
+		return true
+	}
+	grow := ringCap(need) - len(s.sbuf.buf)
+	if b := s.sendBudget(); !b.take(grow) {
+		if !force {
+			return false
+		}
+		b.used.Add(int64(grow))
+	}
+	s.sentCharged += grow
+	s.sbuf.ensure(s.sHead, s.sTail, kept)
+	return true
+}
+
+// dropSentRingLocked gives back the sent buffer's memory, when it holds nothing. A write still
+// under way keeps the old array alive until it returns.
+func (s *Session) dropSentRingLocked() {
+	s.releaseSentBudgetLocked()
+	s.sbuf = ring{}
+}
+
+// releaseSentBudgetLocked gives the listener's budget back what this session's sent buffer took.
+// An ended session calls it and keeps its buffer (its bookkeeping still reads it) until it is
+// collected.
+func (s *Session) releaseSentBudgetLocked() {
+	s.sendBudget().give(s.sentCharged)
+	s.sentCharged = 0
+}

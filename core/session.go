@@ -143,23 +143,28 @@ type Session struct {
 
 	// Send side. sbuf holds the DATA frames not yet acknowledged, exactly as they go on the
 	// wire without ack block; offsets in it are credit cost offsets.
-	sbuf       ring
-	sHead      uint64 // offset of the oldest frame kept
-	sTail      uint64 // end of the last frame appended
-	sHeadPID   uint64 // PID of the frame at sHead
-	nextPID    uint64
-	nextMID    uint64
-	writeOff   uint64 // next byte the writer sends on the current link
-	sentOff    uint64 // the writer is done with every byte below: its Write returned
-	highOff    uint64 // end of everything ever handed to a Write: frames below it are resends
-	peerAck    ackBlock
-	ackedMID   uint64
-	streamOpen bool       // a MessageWriter is appending; other messages wait
-	ext        []extFrame // the external frames in the sent buffer, from ext[extHead], in order
-	extHead    int
-	extTotal   uint64 // external payload bytes ever appended (the last ext frame's cum)
-	extFreed   uint64 // ...and freed (the cum of the last one dropped)
-	waiters    []*sendWaiter
+	sbuf     ring
+	sHead    uint64 // offset of the oldest frame kept
+	sTail    uint64 // end of the last frame appended
+	sHeadPID uint64 // PID of the frame at sHead
+	nextPID  uint64
+	nextMID  uint64
+	writeOff uint64 // next byte the writer sends on the current link
+	// ackWait is when frames written on the current link last began waiting for an ack, or an ack
+	// last moved while some waited: a peer that acknowledges nothing for DeadPeerTimeout while
+	// frames wait is not reading, even if it keeps writing.
+	ackWait     time.Time
+	sentOff     uint64 // the writer is done with every byte below: its Write returned
+	highOff     uint64 // end of everything ever handed to a Write: frames below it are resends
+	peerAck     ackBlock
+	ackedMID    uint64
+	streamOpen  bool       // a MessageWriter is appending; other messages wait
+	sentCharged int        // what sbuf took from the listener's budget (sendBudget)
+	ext         []extFrame // the external frames in the sent buffer, from ext[extHead], in order
+	extHead     int
+	extTotal    uint64 // external payload bytes ever appended (the last ext frame's cum)
+	extFreed    uint64 // ...and freed (the cum of the last one dropped)
+	waiters     []*sendWaiter
 
 	// Receive side. rbuf holds the messages' bytes from rHead to the reader's tail. Message mid
 	// has descriptor mid-1 (every message gets one, in order, cancelled ones too). Descriptors
@@ -560,6 +565,7 @@ func (s *Session) endLocked(st State, err error, how int, reason string) {
 			l.fail(err)
 		}
 	}
+	s.releaseSentBudgetLocked() // nothing will be sent again
 	if s.lis != nil {
 		s.lis.forget(s)
 	}

@@ -638,6 +638,62 @@ func TestHeartbeatFloor(t *testing.T) {
 	})
 }
 
+// TestPeerNotReading: a client that keeps pinging but never reads would pin the server's sent
+// buffer forever; the server drops the connection once written frames have waited
+// DeadPeerTimeout for an ack, as it does for a silent peer.
+func TestPeerNotReading(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const dead = time.Second
+		ln, pl := pipeServer(t, Config{DeadPeerTimeout: dead})
+		a, b := net.Pipe()
+		pl.conns <- b
+		offer := defaultOffer()
+		offer.deadPeerMs = uint32(dead / time.Millisecond)
+		if _, err := a.Write(helloFrameOf(offer)); err != nil {
+			t.Fatal(err)
+		}
+		var buf handshakeBuf
+		if _, _, err := readHandshakeFrame(a, &buf, frameWelcome); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Write(appendAck(nil, ackBlock{credit: uint64(offer.window)})); err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Now()
+		if _, err := s.TrySend(make([]byte, 1000), AckNone); err != nil {
+			t.Fatal(err)
+		}
+		// From now on the client only pings, every 100 ms, and reads nothing.
+		stop := make(chan struct{})
+		go func() {
+			for i := uint64(1); ; i++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				if _, err := a.Write(pingFrame(i)); err != nil {
+					return
+				}
+			}
+		}()
+		sleepUntil(t0.Add(dead - 150*time.Millisecond))
+		if st := s.State(); st != StateConnected {
+			t.Fatalf("state %v before DeadPeerTimeout", st)
+		}
+		sleepUntil(t0.Add(dead + 150*time.Millisecond))
+		if st := s.State(); st != StateDisconnected {
+			t.Fatalf("state %v after the peer acknowledged nothing for DeadPeerTimeout", st)
+		}
+		close(stop)
+		_ = a.Close()
+	})
+}
+
 // TestHeartbeatRTTBothEnds: on an idle link where the client's heartbeats come first, the server,
 // kept busy answering them, never goes a heartbeat interval without writing; it pings with its
 // PONGs, so both ends measure the round trip (PROTOCOL.md, PING).

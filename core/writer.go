@@ -199,6 +199,9 @@ func (s *Session) buildLocked(w *writeBatch, now time.Time) time.Duration {
 		w.bufs = append(w.bufs, w.ctrl)
 	}
 	if to > from {
+		if s.writeOff == s.sHead {
+			s.ackWait = now // the oldest frame kept is about to wait for its ack
+		}
 		if ackNow {
 			from = s.appendPiggybackLocked(w, from, ab)
 		}
@@ -223,7 +226,7 @@ func (s *Session) appendControlLocked(w *writeBatch, now time.Time) {
 			// The peer pings only after writing nothing for a heartbeat interval, acks included,
 			// so we have sent nothing for about as long: the same idleness as idleLocked's, which
 			// never comes when the peer's heartbeats come first and our PONGs count as writes.
-			s.sbuf = ring{}
+			s.dropSentRingLocked()
 		}
 		if now.Sub(s.pingSent) >= s.peer.heartbeat {
 			// On an idle link the side that pings first stays first, and its PONGs would keep the
@@ -306,9 +309,8 @@ func (s *Session) idleLocked(w *writeBatch, now time.Time) time.Duration {
 	if !now.Before(hb) {
 		if s.sHead == s.sTail && !s.streamOpen {
 			// Nothing unacknowledged: give back the sent buffer, whatever its size (even the
-			// smallest is most of an idle session's memory). A write still under way keeps the
-			// old array alive.
-			s.sbuf = ring{}
+			// smallest is most of an idle session's memory).
+			s.dropSentRingLocked()
 		}
 		s.pingSent = now
 		w.ctrl = appendSimple(w.ctrl, framePing, uint64(now.UnixNano()))

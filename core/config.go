@@ -195,7 +195,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Dial = (&net.Dialer{}).DialContext
 	}
 	bad := func(format string, args ...any) (Config, error) {
-		return c, fmt.Errorf("ftsl/core: invalid Config: "+format, args...)
+		return c, fmt.Errorf("ftsl: invalid Config: "+format, args...)
 	}
 	switch {
 	case c.SendBufferBytes < 0, c.ReceiveBufferBytes < 0, c.MaxMessageSize < 0, c.AckDelay < 0,

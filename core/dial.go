@@ -36,7 +36,7 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 	c, w, err := s.connectNew(ctx)
 	if err != nil {
 		s.cancel()
-		return nil, fmt.Errorf("ftsl/core: dial %s: %w", addr, err)
+		return nil, inContext("dial "+addr, err)
 	}
 	s.id, s.token = w.sid, w.token
 	s.setPeer(w.version, w.params())
@@ -153,7 +153,7 @@ func (s *Session) reconnect() *link {
 			var rej *RejectError
 			if errors.As(err, &rej) && (errors.Is(rej, ErrSessionLost) || errors.Is(rej, ErrSessionClosed)) {
 				s.mu.Lock()
-				s.endLocked(StateLost, fmt.Errorf("%w: %w", ErrSessionLost, err), endDrop, "")
+				s.endLocked(StateLost, errorWithCause(ErrSessionLost, "resume refused", err), endDrop, "")
 				s.unlockNotify()
 				return nil
 			}

@@ -3,6 +3,7 @@ package core
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Sentinel errors. Check them with errors.Is: the errors a Session returns wrap them with detail.
@@ -100,17 +101,44 @@ func (c RejectCode) String() string {
 	return fmt.Sprintf("reject code %d", uint16(c))
 }
 
+// errorWithReason is sentinel with what happened and, if known, why.
 func errorWithReason(sentinel error, what, why string) error {
 	if why == "" {
-		return &wrapped{sentinel, what}
+		return &wrapped{sentinel: sentinel, msg: what}
 	}
-	return &wrapped{sentinel, what + ": " + why}
+	return &wrapped{sentinel: sentinel, msg: what + ": " + why}
+}
+
+// errorWithCause is sentinel with what happened, caused by cause: it matches both.
+func errorWithCause(sentinel error, what string, cause error) error {
+	return &wrapped{sentinel: sentinel, msg: what + ": " + strings.TrimPrefix(cause.Error(), "ftsl: "), cause: cause}
 }
 
 type wrapped struct {
-	sentinel error
-	msg      string
+	sentinel, cause error
+	msg             string
 }
 
 func (w *wrapped) Error() string { return w.sentinel.Error() + ": " + w.msg }
-func (w *wrapped) Unwrap() error { return w.sentinel }
+
+func (w *wrapped) Unwrap() []error {
+	if w.cause == nil {
+		return []error{w.sentinel}
+	}
+	return []error{w.sentinel, w.cause}
+}
+
+// inContext wraps err, one of this package's or not, with what was being done, keeping a single
+// "ftsl: " in front: "ftsl: dial host:7000: handshake rejected: server busy".
+func inContext(what string, err error) error { return &contextError{what, err} }
+
+type contextError struct {
+	what string
+	err  error
+}
+
+func (e *contextError) Error() string {
+	return "ftsl: " + e.what + ": " + strings.TrimPrefix(e.err.Error(), "ftsl: ")
+}
+
+func (e *contextError) Unwrap() error { return e.err }

@@ -53,7 +53,7 @@ func (s *Session) connect(ctx context.Context, resuming bool) (net.Conn, welcome
 	defer cancel()
 	addr, err := s.cfg.Resolver.Resolve(hctx, s.name)
 	if err != nil {
-		return nil, welcome{}, fmt.Errorf("ftsl/core: resolving %q: %w", s.name, err)
+		return nil, welcome{}, inContext(fmt.Sprintf("resolving %q", s.name), err)
 	}
 	c, err := s.cfg.Dial(hctx, "tcp", addr)
 	if err != nil {
@@ -87,7 +87,7 @@ func (s *Session) clientHandshake(ctx context.Context, c net.Conn, addr string, 
 			if plainBusy(err) {
 				return nil, welcome{}, &RejectError{Code: RejectBusy, Reason: "refused before TLS"}
 			}
-			return nil, welcome{}, fmt.Errorf("ftsl/core: TLS handshake: %w", err)
+			return nil, welcome{}, inContext("TLS handshake", err)
 		}
 		c = tc
 	}

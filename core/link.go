@@ -12,16 +12,17 @@ import (
 // link is one TCP (or TLS) connection carrying a session. A session has at most one at a time;
 // each link has one reader and one writer goroutine.
 type link struct {
-	conn   net.Conn
-	closer net.Conn   // what fail closes: the TCP connection under TLS, so no alert is written
-	raw    *rawWriter // for non-blocking inline writes; nil unless conn is a plain TCP socket
-	rawr   *rawReader // for reads that hold no buffer while waiting; nil likewise
-	gen    uint64
-	dead   chan struct{} // closed by fail
-	done   chan struct{} // closed when both goroutines returned
-	alive  atomic.Int32
-	once   sync.Once
-	err    error // why it failed; written once before dead is closed
+	conn       net.Conn
+	closer     net.Conn   // what fail closes: the TCP connection under TLS, so no alert is written
+	raw        *rawWriter // for non-blocking inline writes; nil unless conn is a plain TCP socket
+	rawr       *rawReader // for reads that hold no buffer while waiting; nil likewise
+	gen        uint64
+	dead       chan struct{} // closed by fail
+	done       chan struct{} // closed when both goroutines returned
+	readerDone chan struct{} // closed when the reader returned
+	alive      atomic.Int32
+	once       sync.Once
+	err        error // why it failed; written once before dead is closed
 	// inline is the batch Send writes on this connection itself (see writeInlineLocked). It
 	// belongs to the connection, not the session: a write still under way on a dead connection
 	// must not share its batch with the next connection's.
@@ -29,7 +30,8 @@ type link struct {
 }
 
 func newLink(c net.Conn, gen uint64) *link {
-	l := &link{conn: c, closer: c, gen: gen, dead: make(chan struct{}), done: make(chan struct{})}
+	l := &link{conn: c, closer: c, gen: gen, dead: make(chan struct{}), done: make(chan struct{}),
+		readerDone: make(chan struct{})}
 	if tc, ok := c.(*tls.Conn); ok {
 		l.closer = tc.NetConn()
 	}
@@ -49,6 +51,24 @@ func (l *link) fail(err error) {
 		close(l.dead)
 		_ = l.closer.Close()
 	})
+}
+
+// linger lets the peer read the last frames written (an ABORT or a CLOSED) before the connection
+// closes: closing a socket with bytes still unread in it sends a reset, and a peer hit by a reset
+// loses what it had not read yet, so it would see a broken connection instead of the end of the
+// session. It closes the write side only, then waits, at most abortGrace, for the peer to close
+// its own (the reader sees EOF and returns).
+func (l *link) linger() {
+	cw, ok := l.conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	t := time.NewTimer(abortGrace)
+	defer t.Stop()
+	select {
+	case <-l.readerDone:
+	case <-t.C:
+	}
 }
 
 // read reads from the connection into (*buf)[w:], making a buffer if *buf is nil. On Linux TCP

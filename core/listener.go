@@ -123,7 +123,7 @@ func (l *Listener) Accept(ctx context.Context) (*Session, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-l.ctx.Done():
-		return nil, fmt.Errorf("ftsl/core: accept: %w", net.ErrClosed)
+		return nil, fmt.Errorf("ftsl: accept: %w", net.ErrClosed)
 	}
 }
 

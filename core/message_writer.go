@@ -23,7 +23,7 @@ type MessageWriter struct {
 // writer: until then no other message can be sent on the session.
 func (s *Session) NewMessage(ctx context.Context, level AckLevel) (*MessageWriter, error) {
 	if level > AckProcessed {
-		return nil, fmt.Errorf("ftsl/core: invalid ack level %d", level)
+		return nil, fmt.Errorf("ftsl: invalid ack level %d", level)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -105,7 +105,7 @@ func (w *MessageWriter) closedErr() error {
 	if w.err != nil {
 		return w.err
 	}
-	return fmt.Errorf("ftsl/core: message %d already ended", w.mid)
+	return fmt.Errorf("ftsl: message %d already ended", w.mid)
 }
 
 func (w *MessageWriter) finish(err error) {

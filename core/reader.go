@@ -94,6 +94,7 @@ const (
 func (s *Session) readLoop(l *link) {
 	defer s.goroutineExited()
 	defer l.exited(func() { s.linkGone(l) })
+	defer close(l.readerDone)
 	var buf []byte // nil while idle on Linux TCP: see link.read
 	r, w := 0, 0
 	var b readBatch

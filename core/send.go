@@ -37,7 +37,7 @@ func (s *Session) TrySendShared(msg []byte, level AckLevel) (uint64, error) {
 // payloads of minSharedPayload or more are kept by reference.
 func (s *Session) send(ctx context.Context, msg []byte, level AckLevel, wait, shared bool) (uint64, error) {
 	if level > AckProcessed {
-		return 0, fmt.Errorf("ftsl/core: invalid ack level %d", level)
+		return 0, fmt.Errorf("ftsl: invalid ack level %d", level)
 	}
 	cost := messageCost(len(msg))
 	s.mu.Lock()

@@ -502,9 +502,9 @@ const (
 )
 
 var (
-	errClosedCleanly = fmt.Errorf("%w: closed", ErrSessionClosed)
-	errClosedByPeer  = fmt.Errorf("%w: closed by the peer", ErrSessionClosed)
-	errAborted       = fmt.Errorf("%w: aborted", ErrSessionClosed)
+	errClosedCleanly = fmt.Errorf("%w by Close", ErrSessionClosed)
+	errClosedByPeer  = fmt.Errorf("%w by the peer", ErrSessionClosed)
+	errAborted       = fmt.Errorf("%w: aborted by this side", ErrSessionClosed)
 )
 
 func (s *Session) abort(code uint16, reason string) {

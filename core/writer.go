@@ -99,6 +99,9 @@ func (s *Session) writeLoop(l *link) {
 		final := s.wroteLocked(l, w, now, err)
 		s.unlockNotify()
 		if err != nil || final {
+			if err == nil {
+				l.linger()
+			}
 			l.fail(s.linkErr(err))
 			return
 		}

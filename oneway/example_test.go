@@ -84,7 +84,7 @@ func ExampleSession_Send_ackProcessed() {
 	fmt.Println("transfer 1000000:", st, "-", err)
 	// Output:
 	// transfer 10: processed
-	// transfer 1000000: failed - ftsl/oneway: message 2 rejected by the receiver: insufficient funds
+	// transfer 1000000: failed - ftsl: message 2 rejected by the receiver: insufficient funds
 }
 
 // Outcomes also arrive as events, on a channel or to a callback, in the order they happened.

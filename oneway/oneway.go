@@ -64,18 +64,18 @@ var (
 
 	// ErrRejected matches a ticket's error when the receiving application failed the message:
 	// the error is a *RejectedError carrying the receiver's reason.
-	ErrRejected = errors.New("ftsl/oneway: rejected by the receiver")
+	ErrRejected = errors.New("ftsl: rejected by the receiver")
 
 	// ErrNotConfirmed is the reason recorded for an attempt the receiver neither confirmed nor
 	// rejected before it asked for the next message.
-	ErrNotConfirmed = errors.New("ftsl/oneway: not confirmed before the next Recv")
+	ErrNotConfirmed = errors.New("ftsl: not confirmed before the next Recv")
 
 	// ErrHandlerPanic is the reason recorded for an attempt whose handler panicked.
-	ErrHandlerPanic = errors.New("ftsl/oneway: handler panicked")
+	ErrHandlerPanic = errors.New("ftsl: handler panicked")
 
 	// ErrNotCurrent is returned by Confirm and Reject on a delivery that is no longer the one the
 	// receiver holds (it was settled, or a later message was taken).
-	ErrNotCurrent = errors.New("ftsl/oneway: delivery already settled or superseded")
+	ErrNotCurrent = errors.New("ftsl: delivery already settled or superseded")
 )
 
 // RejectedError is a ticket's error when the receiving application failed the message.
@@ -85,7 +85,7 @@ type RejectedError struct {
 }
 
 func (e *RejectedError) Error() string {
-	return fmt.Sprintf("ftsl/oneway: message %d rejected by the receiver: %s", e.Message, e.Reason)
+	return fmt.Sprintf("ftsl: message %d rejected by the receiver: %s", e.Message, e.Reason)
 }
 
 // Is makes errors.Is(err, ErrRejected) true.

@@ -193,7 +193,7 @@ func (s *Session) TrySendShared(data []byte, level AckLevel) (*Ticket, error) {
 // shared.
 func (s *Session) send(ctx context.Context, data []byte, level AckLevel, block, shared bool) (*Ticket, error) {
 	if level > AckProcessed {
-		return nil, fmt.Errorf("ftsl/oneway: invalid ack level %d", level)
+		return nil, fmt.Errorf("ftsl: invalid ack level %d", level)
 	}
 	s.mu.Lock()
 	if err := s.sendableLocked(); err != nil {
@@ -217,7 +217,7 @@ func (s *Session) send(ctx context.Context, data []byte, level AckLevel, block, 
 		}
 	}
 	if err == nil && mid != t.mid {
-		err = fmt.Errorf("ftsl/oneway: message ID %d, expected %d: is someone else sending on the core session?", mid, t.mid)
+		err = fmt.Errorf("ftsl: message ID %d, expected %d: is someone else sending on the core session?", mid, t.mid)
 	}
 	if err != nil {
 		s.mu.Lock()
@@ -360,7 +360,7 @@ func (o observer) StateChanged(st core.State, err error) {
 		}
 		s.ended = true
 		if err == nil {
-			err = fmt.Errorf("%w: closed", ErrSessionClosed)
+			err = fmt.Errorf("%w by Close", ErrSessionClosed)
 		}
 		s.endErr = err
 		// Every ticket still pending ends now: the session can no longer tell.

@@ -245,8 +245,16 @@ func startEchoChild(b *testing.B, kind string) string {
 	return strings.TrimSpace(line)
 }
 
-// TestMain doubles as the echo server of the two-process benchmarks.
+// TestMain doubles as the echo server of the two-process benchmarks, and as the clients of
+// BenchmarkIdleSessions.
 func TestMain(m *testing.M) {
+	if spec := os.Getenv("FTSL_BENCH_CLIENTS"); spec != "" {
+		if err := runBenchClients(spec); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	if kind := os.Getenv("FTSL_BENCH_ECHO"); kind != "" {
 		addr, stop, err := serveEcho(kind)
 		if err != nil {

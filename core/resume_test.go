@@ -414,8 +414,10 @@ func TestListenerRejectsGarbage(t *testing.T) {
 	}
 }
 
-// TestHandshakeFlood opens many connections that never speak. The listener runs at most
-// MaxHandshakes of them, drops them at HandshakeTimeout, and serves a real client afterwards.
+// TestHandshakeFlood opens many connections that never speak. The listener holds at most
+// MaxHandshakes of them, evicting the oldest silent ones as newer ones come and closing the rest
+// at their first-frame deadline, never sends them a byte, and serves a real client afterwards.
+// (TestHostileHandshakes has real clients get through during such a flood.)
 func TestHandshakeFlood(t *testing.T) {
 	base := testGoroutines()
 	const maxHS = 8
@@ -432,7 +434,7 @@ func TestHandshakeFlood(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	// Every one of them is closed by the server: beyond the limit at once, the others at the deadline.
+	// Every one of them is closed by the server: evicted by newer ones, or at the deadline.
 	for _, c := range conns {
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		var b [1]byte

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ftsl-go/ftsl/core"
+	"github.com/ftsl-go/ftsl/events"
 )
 
 // TestStaleDeliveryStaysBound: a worker that kept message 1's delivery and rejects it after the
@@ -172,5 +173,44 @@ func TestConcurrentHandlers(t *testing.T) {
 		if st, err := tk.Wait(ctx); st != StatusProcessed || err != nil {
 			t.Fatalf("ticket %d: %v %v", tk.ID(), st, err)
 		}
+	}
+}
+
+// TestEventCallbackPanics: a panicking OnEvent callback is recovered and reported to the
+// application's hook; the session and the other callbacks carry on with every event.
+func TestEventCallbackPanics(t *testing.T) {
+	var mu sync.Mutex
+	var panics []any
+	cfg := Config{Events: events.Config{OnPanic: func(_ events.Event, v any, _ []byte) {
+		mu.Lock()
+		panics = append(panics, v)
+		mu.Unlock()
+	}}}
+	p := newPair(t, false, cfg, Config{})
+	ctx := testCtx(t)
+	p.client.OnEvent(func(events.Event) { panic("bad callback") })
+	got := make(chan events.Event, 16)
+	p.client.OnEvent(func(e events.Event) { got <- e })
+	_ = p.server.Handle(func(context.Context, *Delivery) error { return nil })
+	for i := 0; i < 3; i++ {
+		tk, err := p.client.Send(ctx, []byte{byte(i)}, AckProcessed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := tk.Wait(ctx); st != StatusProcessed || err != nil {
+			t.Fatalf("ticket %d: %v %v", i, st, err)
+		}
+	}
+	for n := 0; n < 6; n++ { // delivered and processed, three times
+		select {
+		case <-got:
+		case <-ctx.Done():
+			t.Fatalf("the second callback got %d events of 6", n)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(panics) < 6 || panics[0] != "bad callback" {
+		t.Fatalf("panics reported: %v", panics)
 	}
 }

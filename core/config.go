@@ -87,6 +87,14 @@ type Config struct {
 	// is under way; while it is full, new sessions are refused as busy. Default 128.
 	AcceptBacklog int
 
+	// MaxSessions bounds the sessions a Listener holds at once: connected ones, detached ones
+	// waiting for their client to resume (for up to ResumeWindow), and new ones waiting for
+	// Accept. Beyond it, new sessions are refused as busy; resumes of held sessions are not
+	// affected. A detached session keeps only what a resume needs (its unacknowledged messages
+	// and those the application has not finished with) and no goroutine; with nothing buffered
+	// it costs about 2 KB (see BenchmarkDetachedSessions). Default 65,536.
+	MaxSessions int
+
 	// TLS, when set, wraps every connection in TLS: as a client with tls.Client (ServerName
 	// defaults to the host being dialled), as a server with tls.Server.
 	TLS *tls.Config
@@ -133,6 +141,7 @@ const (
 	DefaultMaxHandshakes      = 256
 	DefaultAcceptBacklog      = 128
 	DefaultMaxInFlight        = 1
+	DefaultMaxSessions        = 1 << 16
 
 	maxMaxInFlight = 1 << 16
 	maxWindow      = 1 << 30
@@ -169,6 +178,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.MaxHandshakesPerSource, min(DefaultMaxHandshakesPerSource, c.MaxHandshakes))
 	setDefault(&c.AcceptBacklog, DefaultAcceptBacklog)
 	setDefault(&c.MaxInFlight, DefaultMaxInFlight)
+	setDefault(&c.MaxSessions, DefaultMaxSessions)
 	c.SendBufferBytes = min(c.SendBufferBytes, maxSendBuffer)
 	if c.Resolver == nil {
 		c.Resolver = identityResolver{}
@@ -183,7 +193,7 @@ func (c Config) withDefaults() (Config, error) {
 	case c.SendBufferBytes < 0, c.ReceiveBufferBytes < 0, c.MaxMessageSize < 0, c.AckDelay < 0,
 		c.HeartbeatInterval < 0, c.DeadPeerTimeout < 0, c.ResumeWindow < 0, c.HandshakeTimeout < 0,
 		c.BackoffMin < 0, c.BackoffMax < 0, c.MaxHandshakes < 0, c.AcceptBacklog < 0, c.MaxInFlight < 0,
-		c.FirstFrameTimeout < 0, c.MaxHandshakesPerSource < 0:
+		c.FirstFrameTimeout < 0, c.MaxHandshakesPerSource < 0, c.MaxSessions < 0:
 		return bad("negative value")
 	case c.MaxInFlight > maxMaxInFlight:
 		return bad("MaxInFlight %d is above %d", c.MaxInFlight, maxMaxInFlight)

@@ -92,6 +92,7 @@ func (s *Session) linkGone(l *link) {
 	if s.link == l {
 		s.link = nil
 		s.writerIdle = false
+		s.releaseDetachedLocked()
 		if !s.state.ended() {
 			if s.state == StateConnected {
 				s.setStateLocked(StateDisconnected, l.err)

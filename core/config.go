@@ -189,12 +189,24 @@ func (c Config) withDefaults() (Config, error) {
 	bad := func(format string, args ...any) (Config, error) {
 		return c, fmt.Errorf("ftsl/core: invalid Config: "+format, args...)
 	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"SendBufferBytes", int64(c.SendBufferBytes)}, {"ReceiveBufferBytes", int64(c.ReceiveBufferBytes)},
+		{"MaxMessageSize", int64(c.MaxMessageSize)}, {"AckDelay", int64(c.AckDelay)},
+		{"HeartbeatInterval", int64(c.HeartbeatInterval)}, {"DeadPeerTimeout", int64(c.DeadPeerTimeout)},
+		{"ResumeWindow", int64(c.ResumeWindow)}, {"HandshakeTimeout", int64(c.HandshakeTimeout)},
+		{"BackoffMin", int64(c.BackoffMin)}, {"BackoffMax", int64(c.BackoffMax)},
+		{"MaxHandshakes", int64(c.MaxHandshakes)}, {"AcceptBacklog", int64(c.AcceptBacklog)},
+		{"MaxInFlight", int64(c.MaxInFlight)}, {"FirstFrameTimeout", int64(c.FirstFrameTimeout)},
+		{"MaxHandshakesPerSource", int64(c.MaxHandshakesPerSource)}, {"MaxSessions", int64(c.MaxSessions)},
+	} {
+		if f.v < 0 {
+			return bad("%s is negative", f.name)
+		}
+	}
 	switch {
-	case c.SendBufferBytes < 0, c.ReceiveBufferBytes < 0, c.MaxMessageSize < 0, c.AckDelay < 0,
-		c.HeartbeatInterval < 0, c.DeadPeerTimeout < 0, c.ResumeWindow < 0, c.HandshakeTimeout < 0,
-		c.BackoffMin < 0, c.BackoffMax < 0, c.MaxHandshakes < 0, c.AcceptBacklog < 0, c.MaxInFlight < 0,
-		c.FirstFrameTimeout < 0, c.MaxHandshakesPerSource < 0, c.MaxSessions < 0:
-		return bad("negative value")
 	case c.MaxInFlight > maxMaxInFlight:
 		return bad("MaxInFlight %d is above %d", c.MaxInFlight, maxMaxInFlight)
 	case c.MaxMessageSize > maxWindow/2:

@@ -247,17 +247,19 @@ func NewListenerFrom(ln net.Listener, cfg Config, st ListenerState) (*Listener, 
 func (s *Session) pause() *link {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.state.ended() || s.paused {
+	if s.state.ended() {
 		return nil
 	}
-	s.paused = true
-	// A busy session does not expire (expire), and linkGone arms no window for it.
-	s.resumeBusy = true
-	if s.expiry != nil {
-		s.expiry.Stop()
-		s.expiry = nil
+	if !s.paused {
+		s.paused = true
+		// A busy session does not expire (expire), and linkGone arms no window for it.
+		s.resumeBusy = true
+		if s.expiry != nil {
+			s.expiry.Stop()
+			s.expiry = nil
+		}
 	}
-	l := s.link
+	l := s.link // still there if an earlier Pause gave up waiting for it
 	if l != nil {
 		l.fail(errPaused)
 	}

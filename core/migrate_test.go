@@ -670,11 +670,12 @@ func TestMigratePartialMessage(t *testing.T) {
 }
 
 // TestPauseRetryAndContinue: while paused, a resume is answered RejectMoving and the client keeps
-// its session; a new session is refused as busy; the application's calls work on the buffers;
-// Continue serves again and everything done meanwhile goes through.
+// its session; a new session is refused as busy; no resume window runs; the application's calls
+// work on the buffers; Continue serves again and everything done meanwhile goes through.
 func TestPauseRetryAndContinue(t *testing.T) {
+	const window = 300 * time.Millisecond
 	ccfg := Config{BackoffMin: time.Millisecond, BackoffMax: 20 * time.Millisecond}
-	m := newMovable(t, 1, ccfg, Config{MaxInFlight: 2})
+	m := newMovable(t, 1, ccfg, Config{MaxInFlight: 2, ResumeWindow: window})
 	ctx := testCtx(t)
 	c, s := m.clients[0], m.servers[0]
 	crec := newRecorder()
@@ -707,6 +708,14 @@ func TestPauseRetryAndContinue(t *testing.T) {
 	}
 	if typ, code := rawHelloAnswer(t, addr); typ != frameReject || code != RejectBusy {
 		t.Fatalf("HELLO while paused: %v code %d", typ, code)
+	}
+	// No event marks a timer that does not fire: let the resume window pass twice over.
+	time.Sleep(2 * window)
+	s.mu.Lock()
+	expiry := s.expiry
+	s.mu.Unlock()
+	if st := s.State(); st != StateDisconnected || expiry != nil {
+		t.Fatalf("paused session: state %v, resume window armed %v", st, expiry != nil)
 	}
 	// The application works on the buffers meanwhile.
 	if err := s.Settle(one.ID, errors.New("refused while paused")); err != nil {
@@ -871,6 +880,9 @@ func TestMovedSessionCalls(t *testing.T) {
 	if n := m.ln.Sessions(); n != 0 {
 		t.Errorf("the old listener still holds %d sessions", n)
 	}
+	if err := awaitState(ctx, crec, StateDisconnected); err != nil {
+		t.Fatal(err)
+	}
 	old := m.ln
 	m.old = append(m.old, old)
 	if err := old.Close(); err != nil {
@@ -878,6 +890,9 @@ func TestMovedSessionCalls(t *testing.T) {
 	}
 	if st := c.State(); st != StateDisconnected {
 		t.Fatalf("client state %v after the old listener closed", st)
+	}
+	if st := s.State(); st != StateMoved || !errors.Is(s.Err(), ErrSessionMoved) {
+		t.Fatalf("closing the old listener changed its moved session: %v %v", st, s.Err())
 	}
 	// Import on another port; the held message comes out of Recv again there.
 	nl, err := net.Listen("tcp", "127.0.0.1:0")
@@ -1088,7 +1103,7 @@ func TestShutdownUnderTraffic(t *testing.T) {
 		err       error
 	}
 	results := make(chan result, 4*clients)
-	var got atomic.Int64
+	var got [clients][2]atomic.Int64
 	var wg sync.WaitGroup
 	for k := range clients {
 		for dir, pair := range [][2]*Session{{cs[k], ss[k]}, {ss[k], cs[k]}} {
@@ -1102,16 +1117,20 @@ func TestShutdownUnderTraffic(t *testing.T) {
 			}()
 			go func() {
 				defer wg.Done()
-				n, err := drain(ctx, pair[1], seed, &got)
+				n, err := drain(ctx, pair[1], seed, &got[k][dir])
 				results <- result{name: name, sent: -1, got: n, err: err}
 			}()
 		}
 	}
-	for got.Load() < 50*clients { // traffic flows every way
-		select {
-		case <-ctx.Done():
-			t.Fatalf("only %d messages arrived", got.Load())
-		case <-time.After(time.Millisecond):
+	for k := range got { // traffic flows every way
+		for dir := range got[k] {
+			for got[k][dir].Load() < 20 {
+				select {
+				case <-ctx.Done():
+					t.Fatalf("client %d direction %d: only %d messages arrived", k, dir, got[k][dir].Load())
+				case <-time.After(time.Millisecond):
+				}
+			}
 		}
 	}
 	dialers[0].LastConn().Cut()
@@ -1810,5 +1829,15 @@ func mutateState(st *SessionState, ops []byte) {
 		case 36:
 			st.Accepted = !st.Accepted
 		}
+	}
+}
+
+func TestMaxSessionsConfig(t *testing.T) {
+	cfg, err := Config{}.withDefaults()
+	if err != nil || cfg.MaxSessions != DefaultMaxSessions || DefaultMaxSessions != 65536 {
+		t.Fatalf("default MaxSessions %d, %v", cfg.MaxSessions, err)
+	}
+	if _, err := (Config{MaxSessions: -1}).withDefaults(); err == nil || !strings.Contains(err.Error(), "MaxSessions") {
+		t.Fatalf("negative MaxSessions: %v", err)
 	}
 }

@@ -83,8 +83,8 @@ type Observer interface {
 }
 
 // Stats are a session's counters. The buffers grow on demand up to their bounds; after a
-// heartbeat interval with nothing to send, or nothing coming, an emptied buffer gives its memory
-// back.
+// heartbeat interval with nothing to send, or nothing coming, and at once when the connection
+// is lost, an emptied buffer gives its memory back.
 type Stats struct {
 	MessagesSent, MessagesReceived uint64        // whole messages, accepted by Send / returned by Recv
 	BytesSent, BytesReceived       uint64        // message bytes, headers excluded

@@ -185,14 +185,18 @@ func (l *Listener) Export() (ListenerState, error) {
 	return st, nil
 }
 
-// NewListenerFrom rebuilds the sessions of st (taken by Export, maybe in another process) and
-// accepts sessions on connections from ln, as NewListener does. Every session starts detached,
-// waiting for its client to resume, which it may do for ResumeWindow from now. It returns the
-// sessions the exporting application had accepted, in st's order, for the layers above to wrap
-// again; the others come out of Accept once their client has resumed. Each session keeps the
-// parameters its handshake settled (SessionParams); cfg gives the rest. A state that is
-// corrupt or inconsistent is refused with an error matching ErrInvalidState and naming what is
-// wrong, and nothing is imported. On error ln is left open.
+// NewListenerFrom rebuilds the sessions of st (taken by Export, maybe in another process) in a
+// listener on connections from ln. The listener starts paused, as if Pause had returned: it
+// answers resumes with RejectMoving and new sessions as busy, so the layers above can wrap the
+// sessions again (Session.Observe) before anything happens to them. Continue then serves: every
+// session waits, detached, for its client to resume, for ResumeWindow from then. Export may also
+// take the state again, untouched.
+//
+// NewListenerFrom returns the sessions the exporting application had accepted, in st's order;
+// the others come out of Accept once their client has resumed. Each session keeps the
+// parameters its handshake settled (SessionParams); cfg gives the rest. A state that is corrupt
+// or inconsistent is refused with an error matching ErrInvalidState and naming what is wrong,
+// and nothing is imported. On error ln is left open.
 func NewListenerFrom(ln net.Listener, cfg Config, st ListenerState) (*Listener, []*Session, error) {
 	l, err := newListener(ln, cfg)
 	if err != nil {
@@ -235,8 +239,11 @@ func NewListenerFrom(ln net.Listener, cfg Config, st ListenerState) (*Listener, 
 			l.backlog <- struct{}{} // room was checked above
 			s.acceptOnResume = true
 		}
-		s.rearmExpiry()
+		// Paused as Pause leaves a session: no resume window runs until Continue.
+		s.paused, s.resumeBusy = true, true
 	}
+	l.phase = phasePaused
+	close(l.pausing)
 	l.start()
 	return l, accepted, nil
 }

@@ -339,9 +339,9 @@ func (l *Listener) Pause(ctx context.Context) error {
 	return nil
 }
 
-// Continue undoes a pause: the listener serves again, and each session waits for its client
-// for a whole ResumeWindow from now. It fails with ErrSessionMoved once Export was taken.
-// Without a pause it does nothing.
+// Continue undoes a pause, or starts a listener made by NewListenerFrom: the listener serves
+// again, and each detached session waits for its client for a whole ResumeWindow from now. It
+// fails with ErrSessionMoved once Export was taken. Without a pause it does nothing.
 func (l *Listener) Continue() error {
 	l.moveMu.Lock()
 	defer l.moveMu.Unlock()

@@ -99,7 +99,7 @@ func (s *Session) connectNew(ctx context.Context) (net.Conn, welcome, error) {
 func retryable(err error) bool {
 	var rej *RejectError
 	if errors.As(err, &rej) {
-		return rej.Code == RejectBusy
+		return rej.Code == RejectBusy || rej.Code == RejectMoving
 	}
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
@@ -150,6 +150,9 @@ func (s *Session) reconnect() *link {
 		c, w, err := s.connect(s.ctx, true)
 		if err != nil {
 			last = err
+			// Every other failure is tried again, RejectBusy and RejectMoving among them: a
+			// moving server still holds the session, and the next attempt asks the Resolver
+			// again, which names the new place once the server has moved.
 			var rej *RejectError
 			if errors.As(err, &rej) && (errors.Is(rej, ErrSessionLost) || errors.Is(rej, ErrSessionClosed)) {
 				s.mu.Lock()

@@ -35,7 +35,32 @@ var (
 
 	// ErrNotHeld is returned by Settle for a message that is not the one the application holds.
 	ErrNotHeld = errors.New("ftsl: message not held")
+
+	// ErrSessionMoved is returned by calls on a server session whose listener exported it
+	// (Listener.Export): the session lives on in the process that imports the state, and this
+	// copy of it is inert. It also matches ErrSessionClosed. Use the handle the import returned.
+	ErrSessionMoved error = &aliasError{"ftsl: session moved to another listener", ErrSessionClosed}
+
+	// ErrNotPaused is returned by Listener.Export on a listener whose Pause has not completed.
+	ErrNotPaused = errors.New("ftsl: listener not paused")
+
+	// ErrListenerPaused is returned by Listener.Shutdown on a paused listener: its sessions
+	// cannot reach their peers. Call Continue first, or Close.
+	ErrListenerPaused = errors.New("ftsl: listener paused")
+
+	// ErrInvalidState means a ListenerState handed to NewListenerFrom is corrupt or inconsistent;
+	// the error wraps the detail, naming the session and the field. Nothing was imported.
+	ErrInvalidState = errors.New("ftsl: invalid listener state")
 )
+
+// aliasError is a sentinel that also matches a broader one.
+type aliasError struct {
+	msg  string
+	also error
+}
+
+func (e *aliasError) Error() string        { return e.msg }
+func (e *aliasError) Is(target error) bool { return target == e.also }
 
 // protocolError wraps ErrProtocol with what was wrong.
 func protocolError(format string, args ...any) error {
@@ -81,6 +106,9 @@ const (
 	RejectMalformed      RejectCode = 4 // the handshake frame was malformed
 	RejectMismatch       RejectCode = 5 // the two sides' states cannot be reconciled
 	RejectClosed         RejectCode = 6 // the listener is closing
+	// RejectMoving: the server is paused, moving to another process or address. The session is
+	// not lost: a resuming client asks its Resolver again and retries with backoff.
+	RejectMoving RejectCode = 7
 )
 
 func (c RejectCode) String() string {
@@ -97,6 +125,8 @@ func (c RejectCode) String() string {
 		return "session state mismatch"
 	case RejectClosed:
 		return "listener closing"
+	case RejectMoving:
+		return "server moving"
 	}
 	return fmt.Sprintf("reject code %d", uint16(c))
 }

@@ -252,8 +252,15 @@ func (ln *Listener) serverHandshake(hs *handshake) {
 	}
 	deadline := hs.start.Add(ln.cfg.HandshakeTimeout)
 	_ = c.SetDeadline(deadline)
+	pausing, code, why := ln.enterHandshake(h.typ == frameHello)
+	if code != 0 {
+		refuse(c, code, why)
+		_ = c.Close()
+		return
+	}
+	defer ln.leaveHandshake()
 	if h.typ == frameHello {
-		ln.openSession(c, body, deadline)
+		ln.openSession(c, body, deadline, pausing)
 	} else {
 		ln.resumeSession(c, body, deadline)
 	}
@@ -271,7 +278,9 @@ func negotiate(h hello) (uint8, bool) {
 	return v, v >= max(uint8(minVersion), h.vmin)
 }
 
-func (ln *Listener) openSession(c net.Conn, body []byte, deadline time.Time) {
+// openSession makes a new session on c, which presented HELLO body. pausing is closed when the
+// listener begins a pause.
+func (ln *Listener) openSession(c net.Conn, body []byte, deadline time.Time, pausing <-chan struct{}) {
 	h, err := parseHello(body)
 	if err != nil {
 		refuse(c, RejectMalformed, err.Error())
@@ -302,8 +311,8 @@ func (ln *Listener) openSession(c net.Conn, body []byte, deadline time.Time) {
 	s.token = newToken()
 	s.setPeer(v, h)
 	s.peerAck.credit = uint64(h.window)
-	if !ln.register(s) {
-		refuse(c, RejectClosed, "the listener is closing")
+	if code, why := ln.register(s); code != 0 {
+		refuse(c, code, why)
 		_ = c.Close()
 		return
 	}
@@ -341,6 +350,20 @@ func (ln *Listener) openSession(c net.Conn, body []byte, deadline time.Time) {
 	case <-ln.ctx.Done():
 		s.abort(abortListener, "listener closed")
 		return
+	case <-pausing:
+		// The pause cuts the connection, and a pause must not wait a handshake's time. If the
+		// client got WELCOME it resumes, which proves it has the session: Accept gets the
+		// session then (resumeOn), here or where it moves. It keeps its place in the queue.
+		s.mu.Lock()
+		ended, waiting := s.state.ended(), s.unconfirmed != nil
+		if !ended && waiting {
+			s.acceptOnResume = true
+			queued = true
+		}
+		s.mu.Unlock()
+		if ended || waiting {
+			return
+		}
 	}
 	s.log.Debug().Uint64("session", s.id).Msg("new session")
 	ln.accept <- s // never blocks: the place was reserved
@@ -447,13 +470,19 @@ func (s *Session) resumeOn(c net.Conn, r resume, deadline time.Time) error {
 	}
 	_ = c.SetDeadline(time.Time{})
 	s.mu.Lock()
-	defer s.unlockNotify()
 	s.resumeBusy = false
 	if s.state.ended() {
+		s.unlockNotify()
 		return ErrSessionClosed
 	}
 	s.stats.Reconnects++
 	s.startLinkLocked(c, true)
+	queue := s.acceptOnResume
+	s.acceptOnResume = false
+	s.unlockNotify()
+	if queue {
+		s.lis.accept <- s // never blocks: the session held its place
+	}
 	s.log.Debug().Uint64("session", s.id).Msg("session resumed")
 	return nil
 }

@@ -56,12 +56,11 @@ func (l *link) fail(err error) {
 // linger lets the peer read the last frames written (an ABORT or a CLOSED) before the connection
 // closes: closing a socket with bytes still unread in it sends a reset, and a peer hit by a reset
 // loses what it had not read yet, so it would see a broken connection instead of the end of the
-// session. It closes the write side only, then waits, at most abortGrace, for the peer to close
-// its own (the reader sees EOF and returns).
+// session. It waits, at most abortGrace, for the peer to close its side once it has read them
+// (the reader sees EOF and returns), having closed the write side first where it can.
 func (l *link) linger() {
-	cw, ok := l.conn.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil {
-		return
+	if cw, ok := l.conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
 	}
 	t := time.NewTimer(abortGrace)
 	defer t.Stop()
@@ -112,6 +111,7 @@ func (s *Session) linkGone(l *link) {
 	if s.link == l {
 		s.link = nil
 		s.writerIdle = false
+		s.releaseDetachedLocked()
 		if !s.state.ended() {
 			if s.state == StateConnected {
 				s.setStateLocked(StateDisconnected, l.err)

@@ -34,13 +34,35 @@ type Listener struct {
 
 	sendMem memBudget // the sessions' sent buffers, bounded by MaxSendMemory
 
+	// moveMu makes Pause, Continue, Export and Shutdown take turns. Lock order: moveMu first.
+	moveMu sync.Mutex
+
 	mu         sync.Mutex // lock order: Session.mu before Listener.mu
 	sessions   map[uint64]*Session
 	handshakes map[*handshake]struct{} // every handshake goroutine running, evicted or not
 	places     int                     // handshakes not evicted: those that count against MaxHandshakes
 	sources    map[netip.Addr]*source  // the sources with a handshake that holds a place
 	closed     bool
+	phase      phase
+	// working counts the handshakes past the phase check (enterHandshake): those that may still
+	// change a session. Pause waits for it to drop to zero; idle is closed when it does.
+	working int
+	idle    chan struct{}
+	// pausing is closed when a pause begins: a new session waiting for its client's first frame
+	// stops waiting (openSession).
+	pausing chan struct{}
 }
+
+// phase is where a listener is between serving, migration and shutdown.
+type phase uint8
+
+const (
+	phaseServing  phase = iota
+	phasePausing        // Pause began (and may have returned early): handshakes are refused
+	phasePaused         // Pause completed: nothing changes the sessions' protocol state
+	phaseExported       // Export was taken: the sessions live elsewhere
+	phaseShutdown       // Shutdown: no new sessions; resumes are taken, so sessions can close
+)
 
 // handshake is an accepted connection that carries no session yet. Its fields after c are
 // guarded by Listener.mu.
@@ -88,6 +110,16 @@ func Listen(addr string, cfg Config) (*Listener, error) {
 
 // NewListener accepts sessions on connections from ln, which it closes when it is closed.
 func NewListener(ln net.Listener, cfg Config) (*Listener, error) {
+	l, err := newListener(ln, cfg)
+	if err != nil {
+		return nil, err
+	}
+	l.start()
+	return l, nil
+}
+
+// newListener makes a listener that does not serve yet: start does that.
+func newListener(ln net.Listener, cfg Config) (*Listener, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -102,29 +134,50 @@ func NewListener(ln net.Listener, cfg Config) (*Listener, error) {
 		sessions:   make(map[uint64]*Session),
 		handshakes: make(map[*handshake]struct{}),
 		sources:    make(map[netip.Addr]*source),
+		pausing:    make(chan struct{}),
 	}
 	l.sendMem.limit = int64(cfg.MaxSendMemory)
 	l.ctx, l.cancel = context.WithCancel(context.Background())
+	return l, nil
+}
+
+func (l *Listener) start() {
 	l.wg.Add(1)
 	go l.acceptLoop()
-	return l, nil
 }
 
 // Addr is the address the listener listens on.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
 // Accept waits for a new session. Resumed sessions never come out of Accept: they carry on
-// where they were.
+// where they were. A session imported (NewListenerFrom) that the application of the exporting
+// listener had not accepted yet comes out of Accept once its client has resumed.
 func (l *Listener) Accept(ctx context.Context) (*Session, error) {
-	select {
-	case s := <-l.accept:
-		<-l.backlog
-		return s, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-l.ctx.Done():
-		return nil, fmt.Errorf("ftsl: accept: %w", net.ErrClosed)
+	for {
+		select {
+		case s := <-l.accept:
+			<-l.backlog
+			if s.markAccepted() {
+				return s, nil
+			}
+			// Exported while it waited here: it is the importer's to accept.
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-l.ctx.Done():
+			return nil, fmt.Errorf("ftsl: accept: %w", net.ErrClosed)
+		}
 	}
+}
+
+// markAccepted records that Accept hands s out, unless s moved away.
+func (s *Session) markAccepted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == StateMoved {
+		return false
+	}
+	s.accepted = true
+	return true
 }
 
 // Sessions reports how many sessions the listener holds, connected or waiting for a resume.
@@ -134,8 +187,11 @@ func (l *Listener) Sessions() int {
 	return len(l.sessions)
 }
 
-// Close stops listening and aborts every session of the listener (their peers are told), then
-// waits for their goroutines to return. Safe to call twice.
+// Close stops listening and aborts every session of the listener at once (their peers are
+// told, and what they had not received is lost), then waits for their goroutines to return.
+// Shutdown is the graceful way. Sessions exported (Export) are no longer the listener's:
+// closing it afterwards tells their peers nothing, and they resume where the state was
+// imported. Safe to call twice.
 func (l *Listener) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -168,6 +224,151 @@ func (l *Listener) Close() error {
 			return err
 		}
 	}
+}
+
+// Shutdown ends the listener gracefully, where Close aborts: it stops taking new sessions
+// (HELLO is refused as closing) and closes every session as Session.Close does, all at once,
+// so each peer gets everything already sent, then CLOSE and CLOSED. Resumes are still taken
+// meanwhile, so a session whose connection broke can finish too. Once every session has ended,
+// or ctx ends first, Shutdown closes the listener as Close does, aborting the sessions still
+// open; it returns ctx's error in the second case. Messages received and not read stay
+// readable by Recv. A paused listener cannot reach its peers: Shutdown refuses it with
+// ErrListenerPaused (Continue first, or Close). After Export, Shutdown is Close.
+func (l *Listener) Shutdown(ctx context.Context) error {
+	l.moveMu.Lock()
+	l.mu.Lock()
+	switch {
+	case l.closed:
+		l.mu.Unlock()
+		l.moveMu.Unlock()
+		return nil
+	case l.phase == phasePausing || l.phase == phasePaused:
+		l.mu.Unlock()
+		l.moveMu.Unlock()
+		return fmt.Errorf("ftsl: shutdown: %w", ErrListenerPaused)
+	case l.phase == phaseExported:
+		l.mu.Unlock()
+		l.moveMu.Unlock()
+		return l.Close()
+	}
+	l.phase = phaseShutdown
+	sessions := l.sessionsLocked() // register refuses new ones from now on
+	l.mu.Unlock()
+	l.moveMu.Unlock()
+	// Start every close before waiting for any: they proceed side by side, with no goroutine of
+	// their own.
+	for _, s := range sessions {
+		s.startClose()
+	}
+	for _, s := range sessions {
+		select {
+		case <-s.ended:
+		case <-ctx.Done():
+			_ = l.Close()
+			return fmt.Errorf("ftsl: shutdown: %w", ctx.Err())
+		}
+	}
+	return l.Close()
+}
+
+// Pause freezes the listener for a migration (PAPER III-C: no state may follow the
+// checkpoint). It closes every session's connection without a word to the peer (no ABORT, no
+// CLOSE), as a network failure would; clients then try to resume. While paused, a RESUME is
+// answered RejectMoving (the client keeps its session, asks its Resolver again and retries) and
+// a HELLO is refused as busy. Pause returns once no handshake is under way and every session's
+// reader and writer have returned: from then on nothing but the application changes the
+// sessions' state, and no timer runs (resume windows and heartbeats are stopped). If ctx ends
+// first, Pause returns its error and the listener stays pausing: call Pause again to wait, or
+// Continue.
+//
+// The application may go on using a paused session: Send and MessageWriter fill the sent
+// buffer (and block when it is full), Recv returns the messages already received, Settle and
+// Requeue record their verdicts; Close waits. All of it is in what Export then takes. After
+// Export, such calls fail with ErrSessionMoved. Export cancels a MessageWriter still open.
+// Then Export the state, or Continue to serve again here.
+func (l *Listener) Pause(ctx context.Context) error {
+	l.moveMu.Lock()
+	defer l.moveMu.Unlock()
+	l.mu.Lock()
+	switch {
+	case l.closed || l.phase == phaseShutdown:
+		l.mu.Unlock()
+		return fmt.Errorf("ftsl: pause: %w", net.ErrClosed)
+	case l.phase == phaseExported:
+		l.mu.Unlock()
+		return fmt.Errorf("ftsl: pause: %w", ErrSessionMoved)
+	case l.phase == phasePaused:
+		l.mu.Unlock()
+		return nil
+	case l.phase == phaseServing:
+		l.phase = phasePausing
+		close(l.pausing)
+	}
+	// Handshakes already past the check finish first: a resume under way starts its connection,
+	// which is cut below.
+	for l.working > 0 {
+		if l.idle == nil {
+			l.idle = make(chan struct{})
+		}
+		idle := l.idle
+		l.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return fmt.Errorf("ftsl: pause: handshakes still under way: %w", ctx.Err())
+		}
+		l.mu.Lock()
+	}
+	sessions := l.sessionsLocked()
+	l.mu.Unlock()
+	var links []*link
+	for _, s := range sessions {
+		if k := s.pause(); k != nil {
+			links = append(links, k)
+		}
+	}
+	for _, k := range links {
+		select {
+		case <-k.done:
+		case <-ctx.Done():
+			return fmt.Errorf("ftsl: pause: connections still closing: %w", ctx.Err())
+		}
+	}
+	l.mu.Lock()
+	if l.phase == phasePausing {
+		l.phase = phasePaused
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+// Continue undoes a pause, or starts a listener made by NewListenerFrom: the listener serves
+// again, and each detached session waits for its client for a whole ResumeWindow from now. It
+// fails with ErrSessionMoved once Export was taken. Without a pause it does nothing.
+func (l *Listener) Continue() error {
+	l.moveMu.Lock()
+	defer l.moveMu.Unlock()
+	l.mu.Lock()
+	switch l.phase {
+	case phaseExported:
+		l.mu.Unlock()
+		return fmt.Errorf("ftsl: continue: the sessions were exported: %w", ErrSessionMoved)
+	case phasePausing, phasePaused:
+	default:
+		l.mu.Unlock()
+		return nil
+	}
+	sessions := l.sessionsLocked()
+	l.mu.Unlock()
+	// Still pausing, so no resume can work on a session while its window is rearmed.
+	for _, s := range sessions {
+		s.unpause()
+	}
+	l.mu.Lock()
+	l.phase = phaseServing
+	l.pausing = make(chan struct{})
+	l.mu.Unlock()
+	return nil
 }
 
 func (l *Listener) acceptLoop() {
@@ -445,19 +646,25 @@ func (r *logLimiter) allow(now time.Time) (bool, int) {
 	return true, held
 }
 
-// register gives s a fresh session ID and adds it to the table, unless the listener is closed.
-func (l *Listener) register(s *Session) bool {
+// register gives s a fresh session ID and adds it to the table. If it cannot, it says why: the
+// listener is closing, pausing, or holds MaxSessions.
+func (l *Listener) register(s *Session) (RejectCode, string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed {
-		return false
+	switch {
+	case l.closed || l.phase == phaseShutdown:
+		return RejectClosed, "the listener is closing"
+	case l.phase != phaseServing:
+		return RejectBusy, "the server is moving; try again shortly"
+	case len(l.sessions) >= l.cfg.MaxSessions:
+		return RejectBusy, "too many sessions"
 	}
 	for {
 		id := newID()
 		if _, taken := l.sessions[id]; !taken {
 			s.id = id
 			l.sessions[id] = s
-			return true
+			return 0, ""
 		}
 	}
 }
@@ -475,4 +682,54 @@ func (l *Listener) forget(s *Session) {
 		delete(l.sessions, s.id)
 	}
 	l.mu.Unlock()
+	if s.acceptOnResume {
+		// It never reached the accept queue: give back the place it held there.
+		s.acceptOnResume = false
+		select {
+		case <-l.backlog:
+		default:
+		}
+	}
+}
+
+// sessionsLocked lists the sessions the listener holds.
+func (l *Listener) sessionsLocked() []*Session {
+	out := make([]*Session, 0, len(l.sessions))
+	for _, s := range l.sessions {
+		out = append(out, s)
+	}
+	return out
+}
+
+// enterHandshake lets a handshake that read its first frame go on to work on sessions, or says
+// how to refuse it: while the listener pauses or moves, a RESUME gets RejectMoving (the client
+// keeps its session and asks its Resolver again) and a HELLO is busy; while it shuts down, a
+// HELLO is refused as closing but a RESUME goes on, so its session can close gracefully. A
+// handshake let through calls leaveHandshake when done. It gets the channel closed when a pause
+// begins.
+func (l *Listener) enterHandshake(hello bool) (<-chan struct{}, RejectCode, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch l.phase {
+	case phasePausing, phasePaused, phaseExported:
+		if hello {
+			return nil, RejectBusy, "the server is moving; try again shortly"
+		}
+		return nil, RejectMoving, "the server is moving; ask where it is and try again"
+	case phaseShutdown:
+		if hello {
+			return nil, RejectClosed, "the listener is shutting down"
+		}
+	}
+	l.working++
+	return l.pausing, 0, ""
+}
+
+func (l *Listener) leaveHandshake() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.working--; l.working == 0 && l.idle != nil {
+		close(l.idle)
+		l.idle = nil
+	}
 }

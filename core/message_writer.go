@@ -40,6 +40,7 @@ func (s *Session) NewMessage(ctx context.Context, level AckLevel) (*MessageWrite
 		}
 	}
 	s.streamOpen = true
+	s.streamLevel = level
 	w := &MessageWriter{s: s, ctx: ctx, mid: s.nextMID, level: level}
 	s.nextMID++
 	return w, nil

@@ -186,6 +186,9 @@ func (s *Session) advanceLocked() {
 
 // heldLocked returns the descriptor of message mid if the application holds it.
 func (s *Session) heldLocked(mid uint64) (*recDesc, error) {
+	if s.state == StateMoved {
+		return nil, s.err // the message is held where the session moved, and comes out of Recv there
+	}
 	if mid == 0 || mid-1 < s.dRel || mid-1 >= s.dTake {
 		return nil, fmt.Errorf("%w: message %d (not received yet, or already settled)", ErrNotHeld, mid)
 	}

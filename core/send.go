@@ -100,7 +100,7 @@ func (s *Session) sendableLocked(n int) error {
 	switch s.state {
 	case StateClosing, StateClosed:
 		return fmt.Errorf("%w: no new messages once Close or Abort was called", ErrSessionClosed)
-	case StateLost:
+	case StateLost, StateMoved:
 		return s.err
 	}
 	if n > s.peer.maxMessage {

@@ -31,6 +31,11 @@ const (
 	StateClosed
 	// StateLost: the session ended because it could not be resumed.
 	StateLost
+	// StateMoved: the server's listener exported the session (Listener.Export); it carries on
+	// in the process that imported it. This copy is inert: its calls fail with ErrSessionMoved.
+	// Observers hear it last, after every note the session made before the export, and must
+	// not take it as an end of the session's messages: they moved with it.
+	StateMoved
 )
 
 func (s State) String() string {
@@ -45,11 +50,13 @@ func (s State) String() string {
 		return "closed"
 	case StateLost:
 		return "lost"
+	case StateMoved:
+		return "moved"
 	}
 	return fmt.Sprintf("State(%d)", int32(s))
 }
 
-func (s State) ended() bool { return s == StateClosed || s == StateLost }
+func (s State) ended() bool { return s == StateClosed || s == StateLost || s == StateMoved }
 
 // Progress is how far the peer has got with the messages this side sent. Every field is a
 // message ID and only grows: all messages up to it reached that stage.
@@ -78,8 +85,8 @@ type Observer interface {
 }
 
 // Stats are a session's counters. The buffers grow on demand up to their bounds; after a
-// heartbeat interval with nothing to send, or nothing coming, an emptied buffer gives its memory
-// back.
+// heartbeat interval with nothing to send, or nothing coming, and at once when the connection
+// is lost, an emptied buffer gives its memory back.
 type Stats struct {
 	MessagesSent, MessagesReceived uint64        // whole messages, accepted by Send / returned by Recv
 	BytesSent, BytesReceived       uint64        // message bytes, headers excluded
@@ -217,6 +224,16 @@ type Session struct {
 	notifying bool
 
 	stats Stats
+
+	// Migration and the accept queue (export.go, listener.go).
+	accepted bool // Accept handed the session to the application
+	// acceptOnResume: the application has not accepted the session yet, and it is not in the
+	// accept queue: it goes there when its client resumes, which proves the client has it. It
+	// holds a place in the queue meanwhile.
+	acceptOnResume bool
+	streamLevel    AckLevel // the open MessageWriter's level: an export cancels the message with it
+	peerOffer      hello    // what the peer offered in its handshake: an import settles it again
+	paused         bool     // its listener paused it (and set resumeBusy, which stops the resume window)
 }
 
 type cacheLinePad [64]byte
@@ -335,6 +352,7 @@ func newSession(cfg Config, client bool) *Session {
 
 // setPeer applies what the handshake settled. Called with mu held, or before the session is shared.
 func (s *Session) setPeer(version uint8, h hello) {
+	s.peerOffer = h
 	s.peer = peerParams{
 		version:    version,
 		maxMessage: int(min(uint32(s.cfg.MaxMessageSize), h.maxMessage)), // int(u32) overflows on 32-bit
@@ -462,16 +480,7 @@ func (s *Session) ackMovedLocked(urgent bool) {
 // ends first, the session is aborted and ctx's error returned. Messages received and not read
 // stay readable by Recv. Close is safe to call twice and from any goroutine.
 func (s *Session) Close(ctx context.Context) error {
-	s.mu.Lock()
-	if !s.state.ended() {
-		s.closing = s.closing.closeCalled()
-		if s.state != StateClosing {
-			s.setStateLocked(StateClosing, nil)
-		}
-		s.wakeSendersLocked()
-		s.wakeWriterLocked()
-	}
-	s.unlockNotify()
+	s.startClose()
 	select {
 	case <-s.ended:
 	case <-ctx.Done():
@@ -488,6 +497,20 @@ func (s *Session) Close(ctx context.Context) error {
 		return nil
 	}
 	return s.err
+}
+
+// startClose is Close's first half: no new messages; the writer sends CLOSE once drained.
+func (s *Session) startClose() {
+	s.mu.Lock()
+	if !s.state.ended() {
+		s.closing = s.closing.closeCalled()
+		if s.state != StateClosing {
+			s.setStateLocked(StateClosing, nil)
+		}
+		s.wakeSendersLocked()
+		s.wakeWriterLocked()
+	}
+	s.unlockNotify()
 }
 
 // Abort ends the session at once: pending sends fail with ErrSessionClosed, buffered messages are
@@ -591,6 +614,26 @@ func (s *Session) goroutineExited() {
 		close(s.done)
 	}
 	s.mu.Unlock()
+}
+
+// releaseDetachedLocked gives back, once the session lost its connection, the buffers it does
+// not need: a detached session has no writer to do it after a heartbeat, and a server may hold
+// thousands of them waiting for their clients. What a resume needs stays: the frames not
+// acknowledged, and the messages the application has not finished with (a half-received one
+// included). Called with mu held, once the link's goroutines have returned.
+func (s *Session) releaseDetachedLocked() {
+	s.pending, s.pendingOn = nil, nil // a batch for a dead connection: it holds that link's memory
+	if s.sHead == s.sTail && !s.streamOpen {
+		s.dropSentRingLocked()
+	}
+	rd := &s.rd
+	rd.restart() // a frame half read is sent again whole on the next connection
+	if !rd.inMsg && s.dRel == rd.dTail && s.held == 0 && (rd.ring.buf != nil || rd.descs != nil) {
+		rd.ring, rd.descs = ring{}, nil
+		s.rbuf, s.descs = rd.ring, rd.descs
+		s.wrapBuf = nil
+		s.refreshViewLocked()
+	}
 }
 
 // noteLocked queues a note for the observer. Progress notes merge, since they are cumulative.

@@ -118,7 +118,9 @@ func (r *rawReader) readOnce(fd uintptr) bool {
 			continue
 		}
 		if err == syscall.EAGAIN {
-			if r.w == 0 {
+			if r.w == 0 && len(*r.buf) == minReadBuf {
+				// A buffer grown by heavy traffic is kept: the reader gives it back when the
+				// peer falls idle (PING). Dropping it here would grow a new one on every burst.
 				putReadBuf(*r.buf)
 				*r.buf = nil
 			}

@@ -78,6 +78,7 @@ type readBatch struct {
 	woke      bool  // a Recv was waiting for this batch
 	frames    int   // DATA frames completed in this batch
 	err       error // a protocol error: the session is aborted
+	now       time.Time
 }
 
 func (b *readBatch) reset() {
@@ -100,8 +101,8 @@ func (s *Session) readLoop(l *link) {
 	var b readBatch
 	deadPeer := s.peer.deadPeer
 	var deadlineSet time.Time
+	now := time.Now()
 	for {
-		now := time.Now()
 		if now.Sub(deadlineSet) > deadPeer/4 {
 			// Refreshing the deadline on every read costs a timer update; a quarter of the
 			// timeout of slack keeps detection within DeadPeerTimeout.
@@ -114,6 +115,7 @@ func (s *Session) readLoop(l *link) {
 			r = 0
 		}
 		n, err := l.read(&buf, w)
+		now = time.Now() // once per read: it dates the batch, and the next deadline
 		if n > 0 {
 			w += n
 			b.reset()
@@ -126,7 +128,8 @@ func (s *Session) readLoop(l *link) {
 				putReadBuf(buf)
 				r, buf = 0, nb
 			}
-			if !s.publish(l, &b, time.Now()) {
+			b.now = now
+			if !s.publish(l, &b) {
 				putReadBuf(buf)
 				return
 			}
@@ -381,14 +384,14 @@ func growDescs(old []recDesc, head, tail uint64) []recDesc {
 
 // publish applies a batch under mu: it makes new messages visible, takes in the peer's acks,
 // and wakes whoever waits. It reports false when the reader should stop.
-func (s *Session) publish(l *link, b *readBatch, now time.Time) bool {
+func (s *Session) publish(l *link, b *readBatch) bool {
 	s.mu.Lock()
 	if s.link != l {
 		s.mu.Unlock()
 		return false
 	}
 	stop := s.applyLocked(b)
-	if !stop && s.writeOff > s.sHead && now.Sub(s.ackWait) > s.peer.deadPeer {
+	if !stop && s.writeOff > s.sHead && b.now.Sub(s.ackWait) > s.peer.deadPeer {
 		// Frames written long ago wait for an ack while the peer writes on: it is not reading
 		// (a stalled peer, or one that only pings to pin our buffers). Drop the connection, as
 		// for a silent peer: a live client resumes, and the frames go again.
@@ -434,7 +437,11 @@ func (s *Session) applyLocked(b *readBatch) (stop bool) {
 		}
 	}
 	if b.err == nil && b.haveAcks {
+		rPID := s.peerAck.rPID
 		b.err = s.takeAcksLocked(b.acks)
+		if s.peerAck.rPID > rPID {
+			s.ackWait = b.now // frames waiting for an ack saw one move
+		}
 	}
 	if b.ping {
 		s.pongPending, s.pongValue = true, b.pingValue
@@ -477,9 +484,6 @@ func (s *Session) takeAcksLocked(a ackBlock) error {
 	}
 	old := s.peerAck
 	s.peerAck.max(a)
-	if s.peerAck.rPID > old.rPID {
-		s.ackWait = time.Now()
-	}
 	if s.peerAck.credit > old.credit && s.writeOff < s.sTail {
 		s.wakeWriterLocked()
 	}

@@ -110,3 +110,36 @@ func ExampleSession_Events() {
 	// message processed 1
 	// session closed
 }
+
+// A pool of handlers: messages are handed out in order and may finish in any order; a message a
+// handler fails comes again, to any of them, until MaxAttempts.
+func ExampleSession_Handle_concurrency() {
+	ctx := context.Background()
+	client, server, ln := connect(ctx)
+	defer ln.Close()
+	defer client.Abort()
+
+	err := server.Handle(func(ctx context.Context, d *oneway.Delivery) error {
+		if string(d.Data) == "flaky" && d.Attempt == 1 {
+			return errors.New("try again")
+		}
+		return nil // confirmed: the sender's ticket ends as processed
+	}, oneway.Concurrency(4))
+	if err != nil {
+		panic(err)
+	}
+	var tickets []*oneway.Ticket
+	for _, job := range []string{"a", "flaky", "b", "c"} {
+		tk, _ := client.Send(ctx, []byte(job), oneway.AckProcessed)
+		tickets = append(tickets, tk)
+	}
+	for _, tk := range tickets {
+		st, err := tk.Wait(ctx)
+		fmt.Println(tk.ID(), st, err)
+	}
+	// Output:
+	// 1 processed <nil>
+	// 2 processed <nil>
+	// 3 processed <nil>
+	// 4 processed <nil>
+}

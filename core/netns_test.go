@@ -94,11 +94,11 @@ func TestNetnsLinkDown(t *testing.T) {
 			if len(m.Data) == endMarker {
 				return
 			}
-			defer s.Settle(m.ID, nil)
 			if err := checkPayload(m.Data, seed, i, int(i%2000)); err != nil {
 				errs <- err
 				return
 			}
+			_ = s.Settle(m.ID, nil)
 			received[slot].Store(i)
 		}
 	}

@@ -1,0 +1,5 @@
+//go:build race
+
+package subjects
+
+const raceEnabled = true

@@ -36,6 +36,23 @@ const (
 // returns the messages already received (except after Abort), then the session's error.
 func (s *Session) Recv(ctx context.Context) (Message, error) {
 	s.mu.Lock()
+	return s.recvLocked(ctx)
+}
+
+// SettleAndRecv settles message mid as Settle does, then returns the next message as Recv does,
+// in one step: a receive loop that handles one message at a time pays for one lock instead of
+// two. If the settling fails, it returns that error and receives nothing.
+func (s *Session) SettleAndRecv(ctx context.Context, mid uint64, failure error) (Message, error) {
+	s.mu.Lock()
+	if err := s.settleLocked(mid, failure); err != nil {
+		s.mu.Unlock()
+		return Message{}, err
+	}
+	return s.recvLocked(ctx)
+}
+
+// recvLocked is Recv, called with mu held; it unlocks.
+func (s *Session) recvLocked(ctx context.Context) (Message, error) {
 	for {
 		if m, ok := s.takeLocked(); ok {
 			if s.recvWaiting > 0 && s.recvReadyLocked() {
@@ -48,11 +65,11 @@ func (s *Session) Recv(ctx context.Context) (Message, error) {
 			// Nothing more will arrive, no FAIL will be acknowledged, and a receiver waiting for
 			// another to settle had better hear that the session is over.
 			err := s.err
-			s.mu.Unlock()
+			s.unlockNotify()
 			return Message{}, err
 		}
 		s.recvWaiting++
-		s.mu.Unlock()
+		s.unlockNotify()
 		var err error
 		select {
 		case <-s.recvKick:
@@ -207,9 +224,14 @@ func (s *Session) heldLocked(mid uint64) (*recDesc, error) {
 // advances over the messages settled without a gap.
 func (s *Session) Settle(mid uint64, failure error) error {
 	s.mu.Lock()
+	err := s.settleLocked(mid, failure)
+	s.unlockNotify()
+	return err
+}
+
+func (s *Session) settleLocked(mid uint64, failure error) error {
 	d, err := s.heldLocked(mid)
 	if err != nil {
-		s.mu.Unlock()
 		return err
 	}
 	for i := range s.requeued {
@@ -232,7 +254,6 @@ func (s *Session) Settle(mid uint64, failure error) error {
 	if s.recvWaiting > 0 {
 		s.kickRecvLocked()
 	}
-	s.unlockNotify()
 	return nil
 }
 

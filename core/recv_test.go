@@ -444,3 +444,34 @@ func TestAddressesAndTLSState(t *testing.T) {
 		})
 	}
 }
+
+// TestSettleAndRecv: settling the message held and taking the next in one call; a message not
+// held is refused and nothing is received.
+func TestSettleAndRecv(t *testing.T) {
+	p := newPair(t, "pipe", Config{AckDelay: time.Millisecond}, Config{})
+	ctx := testCtx(t)
+	rec := newRecorder()
+	p.client.Observe(rec)
+	for i := 1; i <= 3; i++ {
+		if _, err := p.client.Send(ctx, []byte{byte(i)}, AckProcessed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := p.server.Recv(ctx)
+	if err != nil || m.ID != 1 {
+		t.Fatalf("first: %d %v", m.ID, err)
+	}
+	if m, err = p.server.SettleAndRecv(ctx, 1, errors.New("bad")); err != nil || m.ID != 2 {
+		t.Fatalf("second: %d %v", m.ID, err)
+	}
+	if _, err := p.server.SettleAndRecv(ctx, 1, nil); !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("settling a message settled before: %v", err)
+	}
+	if m, err = p.server.SettleAndRecv(ctx, 2, nil); err != nil || m.ID != 3 {
+		t.Fatalf("third: %d %v", m.ID, err)
+	}
+	_ = p.server.Settle(3, nil)
+	if err := rec.await(ctx, func(r *recorder) bool { return r.progress.Processed == 3 && r.failed[1] == "bad" }); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+
+	"github.com/ftsl-go/ftsl/core"
 )
 
 // Delivery is one delivery of a received message: its first, or a later attempt after the
@@ -109,18 +111,33 @@ func (s *Session) failLocked(d *Delivery, reason error) error {
 // After the session ends, Recv returns the messages already received, then the session's error.
 // Recv and Handle must not be used together.
 func (s *Session) Recv(ctx context.Context) (*Delivery, error) {
+	var settle uint64 // the previous message, to settle in the same step as receiving
+	var reason error
 	s.rmu.Lock()
 	if d := s.current; d != nil {
 		// The paper's rule: asking for the next message ends the attempt the application had.
 		_ = d.takeLocked()
-		if err := s.failLocked(d, ErrNotConfirmed); err != nil {
-			s.rmu.Unlock()
-			return nil, err
+		switch {
+		case d.Level != AckProcessed:
+			settle = d.ID
+		case d.Attempt >= s.cfg.MaxAttempts:
+			settle, reason = d.ID, ErrNotConfirmed
+		default:
+			if err := s.failLocked(d, ErrNotConfirmed); err != nil {
+				s.rmu.Unlock()
+				return nil, err
+			}
 		}
 	}
 	s.rmu.Unlock()
 
-	m, err := s.cs.Recv(ctx)
+	var m core.Message
+	var err error
+	if settle != 0 {
+		m, err = s.cs.SettleAndRecv(ctx, settle, reason)
+	} else {
+		m, err = s.cs.Recv(ctx)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -14,23 +14,9 @@ import (
 func TestSharedFanOut(t *testing.T) {
 	ctx := testCtx(t)
 	base := runtime.NumGoroutine()
-	ln, err := Listen("127.0.0.1:0", Config{SendBufferBytes: 256 << 10, MaxMessageSize: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const clients, slow, payloads, size = 12, 2, 300, 8 << 10
-	var cs, ss []*Session
-	for i := 0; i < clients; i++ {
-		c, err := Dial(ctx, ln.Addr().String(), Config{ReceiveBufferBytes: 128 << 10, MaxMessageSize: 64 << 10})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := ln.Accept(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cs, ss = append(cs, c), append(ss, s)
-	}
+	ln, cs, ss := hubSessions(t, clients, Config{SendBufferBytes: 256 << 10, MaxMessageSize: 64 << 10},
+		Config{ReceiveBufferBytes: 128 << 10, MaxMessageSize: 64 << 10})
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
 	for _, c := range cs[slow:] { // the first ones never read
@@ -98,23 +84,9 @@ func TestSendMemoryBudget(t *testing.T) {
 	ctx := testCtx(t)
 	base := runtime.NumGoroutine()
 	const budget = 256 << 10
-	ln, err := Listen("127.0.0.1:0", Config{MaxSendMemory: budget, MaxMessageSize: 16 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cs, ss []*Session
-	for i := 0; i < 4; i++ {
-		// The clients never read, and their small windows leave the rest in the server's buffers.
-		c, err := Dial(ctx, ln.Addr().String(), Config{ReceiveBufferBytes: 32 << 10, MaxMessageSize: 16 << 10})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := ln.Accept(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cs, ss = append(cs, c), append(ss, s)
-	}
+	// The clients never read, and their small windows leave the rest in the server's buffers.
+	ln, cs, ss := hubSessions(t, 4, Config{MaxSendMemory: budget, MaxMessageSize: 16 << 10},
+		Config{ReceiveBufferBytes: 32 << 10, MaxMessageSize: 16 << 10})
 	msg := make([]byte, 8<<10)
 	total := 0
 	for _, s := range ss {
@@ -146,4 +118,27 @@ func TestSendMemoryBudget(t *testing.T) {
 	_ = ln.Close()
 	waitDone(t, append(cs, ss...)...)
 	checkGoroutines(t, base)
+}
+
+// hubSessions opens n sessions to one listener over loopback TCP, as a hub has them: the listener,
+// the client ends and the server ends.
+func hubSessions(t *testing.T, n int, serverCfg, clientCfg Config) (ln *Listener, clients, servers []*Session) {
+	t.Helper()
+	ctx := testCtx(t)
+	ln, err := Listen("127.0.0.1:0", serverCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		c, err := Dial(ctx, ln.Addr().String(), clientCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients, servers = append(clients, c), append(servers, s)
+	}
+	return ln, clients, servers
 }

@@ -18,13 +18,22 @@ type rawWriter struct {
 	fn    func(fd uintptr) bool
 }
 
-func newRawWriter(c net.Conn) *rawWriter {
+// rawConnOf is c's file descriptor access, or nil unless c is a plain TCP connection.
+func rawConnOf(c net.Conn) syscall.RawConn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return nil
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+func newRawWriter(c net.Conn) *rawWriter {
+	rc := rawConnOf(c)
+	if rc == nil {
 		return nil
 	}
 	w := &rawWriter{rc: rc}
@@ -95,12 +104,8 @@ type rawReader struct {
 }
 
 func newRawReader(c net.Conn) *rawReader {
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
+	rc := rawConnOf(c)
+	if rc == nil {
 		return nil
 	}
 	r := &rawReader{rc: rc}

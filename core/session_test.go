@@ -610,24 +610,7 @@ func TestIdleAfterRequests(t *testing.T) {
 	cfg := Config{DeadPeerTimeout: 300 * time.Millisecond} // margin for a loaded CI machine
 	p := newPair(t, "tcp", cfg, cfg)
 	ctx := testCtx(t)
-	for i := 0; i < 300; i++ {
-		if _, err := p.client.Send(ctx, []byte("ping"), AckNone); err != nil {
-			t.Fatal(err)
-		}
-		if m, err := p.server.Recv(ctx); err != nil {
-			t.Fatal(err)
-		} else {
-			_ = p.server.Settle(m.ID, nil)
-		}
-		if _, err := p.server.Send(ctx, []byte("pong"), AckNone); err != nil {
-			t.Fatal(err)
-		}
-		if m, err := p.client.Recv(ctx); err != nil {
-			t.Fatal(err)
-		} else {
-			_ = p.client.Settle(m.ID, nil)
-		}
-	}
+	pingPong(t, ctx, p, 300)
 	time.Sleep(8 * cfg.DeadPeerTimeout) // the test: nothing may happen while idle
 	if c, s := p.client.Stats(), p.server.Stats(); c.Reconnects+s.Reconnects != 0 {
 		t.Fatalf("reconnects: client %d, server %d", c.Reconnects, s.Reconnects)

@@ -720,24 +720,7 @@ func TestIdleAfterRequestsOnPipes(t *testing.T) {
 		tl := &timeline{}
 		p.client.Observe(tl)
 		p.server.Observe(tl)
-		for i := 0; i < 300; i++ {
-			if _, err := p.client.Send(ctx, []byte("ping"), AckNone); err != nil {
-				t.Fatal(err)
-			}
-			if m, err := p.server.Recv(ctx); err != nil {
-				t.Fatal(err)
-			} else {
-				_ = p.server.Settle(m.ID, nil)
-			}
-			if _, err := p.server.Send(ctx, []byte("pong"), AckNone); err != nil {
-				t.Fatal(err)
-			}
-			if m, err := p.client.Recv(ctx); err != nil {
-				t.Fatal(err)
-			} else {
-				_ = p.client.Settle(m.ID, nil)
-			}
-		}
+		pingPong(t, ctx, p, 300)
 		time.Sleep(8 * cfg.DeadPeerTimeout)
 		if _, _, ok := tl.entered(StateDisconnected); ok {
 			t.Fatalf("a side lost the connection while idle: %v", tl)

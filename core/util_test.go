@@ -288,3 +288,20 @@ func (r *recorder) anomalies() []string {
 	}
 	return out
 }
+
+// pingPong runs n request-reply exchanges over p: the client sends, the server answers.
+func pingPong(t *testing.T, ctx context.Context, p pair, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		for _, step := range [][2]*Session{{p.client, p.server}, {p.server, p.client}} {
+			if _, err := step[0].Send(ctx, []byte("ping"), AckNone); err != nil {
+				t.Fatal(err)
+			}
+			m, err := step[1].Recv(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = step[1].Settle(m.ID, nil)
+		}
+	}
+}

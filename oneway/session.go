@@ -144,23 +144,11 @@ func (s *Session) publish(k events.Kind, mid uint64, st Status, err error) {
 // the message is in the sent buffer; data may be reused at once. Send blocks only while the sent
 // buffer is full (raising a BufferFull event), until ctx ends.
 func (s *Session) Send(ctx context.Context, data []byte, level AckLevel) (*Ticket, error) {
-	select {
-	case s.sendSem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	defer func() { <-s.sendSem }()
 	return s.send(ctx, data, level, true, false)
 }
 
 // TrySend is Send that never blocks: it returns ErrBufferFull when the message does not fit now.
 func (s *Session) TrySend(data []byte, level AckLevel) (*Ticket, error) {
-	select {
-	case s.sendSem <- struct{}{}:
-	default:
-		return nil, fmt.Errorf("%w: another Send is waiting for room", ErrBufferFull)
-	}
-	defer func() { <-s.sendSem }()
 	return s.send(context.Background(), data, level, false, false)
 }
 
@@ -168,30 +156,32 @@ func (s *Session) TrySend(data []byte, level AckLevel) (*Ticket, error) {
 // reference, once for all of them, not copied into each session's sent buffer (see
 // core.Session.SendShared). The caller must never change data afterwards.
 func (s *Session) SendShared(ctx context.Context, data []byte, level AckLevel) (*Ticket, error) {
-	select {
-	case s.sendSem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	defer func() { <-s.sendSem }()
 	return s.send(ctx, data, level, true, true)
 }
 
 // TrySendShared is SendShared that never blocks: it returns ErrBufferFull when the message does
 // not fit now, so one slow receiver never holds up a fan-out to the others.
 func (s *Session) TrySendShared(data []byte, level AckLevel) (*Ticket, error) {
-	select {
-	case s.sendSem <- struct{}{}:
-	default:
-		return nil, fmt.Errorf("%w: another Send is waiting for room", ErrBufferFull)
-	}
-	defer func() { <-s.sendSem }()
 	return s.send(context.Background(), data, level, false, true)
 }
 
-// send runs with sendSem held; it waits for room only if block, and keeps data by reference if
-// shared.
+// send queues data: it waits for room (and for its turn among senders) only if block, and keeps
+// data by reference if shared.
 func (s *Session) send(ctx context.Context, data []byte, level AckLevel, block, shared bool) (*Ticket, error) {
+	if block {
+		select {
+		case s.sendSem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	} else {
+		select {
+		case s.sendSem <- struct{}{}:
+		default:
+			return nil, fmt.Errorf("%w: another Send is waiting for room", ErrBufferFull)
+		}
+	}
+	defer func() { <-s.sendSem }()
 	if level > AckProcessed {
 		return nil, fmt.Errorf("ftsl: invalid ack level %d", level)
 	}

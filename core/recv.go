@@ -34,6 +34,11 @@ const (
 // goroutines may call Recv at once, each getting its own message. A message given back with
 // Requeue comes out of Recv again before any new one. After the session ends, Recv still
 // returns the messages already received (except after Abort), then the session's error.
+//
+// A goroutine must not wait in Recv for a message that can only come once it settles one it
+// holds: held messages keep their place in the received buffer, and the peer sends no more than
+// that buffer's free space (ReceiveBufferBytes), so the message waited for may never fit. Settle,
+// then receive; or hand messages to other goroutines that settle them.
 func (s *Session) Recv(ctx context.Context) (Message, error) {
 	s.mu.Lock()
 	return s.recvLocked(ctx)

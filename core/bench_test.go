@@ -427,7 +427,7 @@ func benchFanOut(b *testing.B, size, n int, shared bool) {
 		for _, s := range hub {
 			var err error
 			if shared {
-				_, err = s.SendShared(ctx, p, AckNone)
+				_, err = s.SendShared(ctx, nil, p, AckNone)
 			} else {
 				_, err = s.Send(ctx, p, AckNone)
 			}

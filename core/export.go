@@ -290,7 +290,7 @@ func (s *Session) unpause() {
 func (s *Session) exportLocked() SessionState {
 	if s.streamOpen {
 		// Nobody would finish the message where the session goes: abandon it, as Cancel does.
-		s.appendFrameLocked(dataFlagsFor(s.streamLevel, true)|flagCancel, s.nextMID-1, nil, false)
+		s.appendFrameLocked(dataFlagsFor(s.streamLevel, true)|flagCancel, s.nextMID-1, nil, nil, false)
 		s.streamOpen = false
 	}
 	// No write is under way any more (as on a resume): every frame acknowledged can go, so the
@@ -378,7 +378,7 @@ func (s *Session) sentFramesLocked() []byte {
 		out = append(out, make([]byte, h.keptLen())...)
 		s.sbuf.get(off, out[n:])
 		if h.external() {
-			out[n+2] = 0 // the frame as it goes on the wire, its payload after it
+			dataHdr(out[n:]).clearKeptMarks() // the frame as it goes on the wire, its payload after it
 			out = append(out, s.ext[s.extAfterLocked(off)].data...)
 		}
 		off += h.keptLen()
@@ -453,7 +453,7 @@ func importSession(cfg Config, ss *SessionState) (*Session, error) {
 	s.sHead, s.sTail = snd.FirstOffset, snd.FirstOffset
 	s.sHeadPID, s.nextPID = snd.FirstPID, snd.FirstPID
 	for _, f := range frames {
-		s.appendFrameLocked(f.flags, f.mid, f.payload, false)
+		s.appendFrameLocked(f.flags, f.mid, nil, f.payload, false)
 	}
 	s.nextMID = snd.NextMID
 	s.writeOff, s.sentOff = s.sHead, s.sHead

@@ -2,6 +2,7 @@ package core
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 	"testing"
@@ -19,7 +20,8 @@ func TestSharedFanOut(t *testing.T) {
 		Config{ReceiveBufferBytes: 128 << 10, MaxMessageSize: 64 << 10})
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
-	for _, c := range cs[slow:] { // the first ones never read
+	for k, c := range cs[slow:] { // the first ones never read
+		k += slow
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -29,7 +31,11 @@ func TestSharedFanOut(t *testing.T) {
 					errs <- err
 					return
 				}
-				if err := checkPayload(m.Data, 3, i, size); err != nil {
+				if len(m.Data) == 0 || m.Data[0] != byte(k) {
+					errs <- fmt.Errorf("session %d, payload %d: prefix %v", k, i, m.Data[:min(1, len(m.Data))])
+					return
+				}
+				if err := checkPayload(m.Data[1:], 3, i, size); err != nil {
 					errs <- err
 					return
 				}
@@ -41,13 +47,13 @@ func TestSharedFanOut(t *testing.T) {
 	for i := uint64(1); i <= payloads; i++ {
 		p := payload(3, i, size) // one copy, sent to every session
 		for k, s := range ss {
-			_, err := s.TrySendShared(p, AckNone)
+			_, err := s.TrySendShared([]byte{byte(k)}, p, AckNone) // a per-session prefix, as a hub sends
 			switch {
 			case errors.Is(err, ErrBufferFull) && k < slow:
 				refused[k]++
 			case errors.Is(err, ErrBufferFull):
 				// A fast session is only behind for a moment: wait for it, for the test's sake.
-				_, err = s.SendShared(ctx, p, AckNone)
+				_, err = s.SendShared(ctx, []byte{byte(k)}, p, AckNone)
 			}
 			if err != nil && !errors.Is(err, ErrBufferFull) {
 				t.Fatalf("session %d, payload %d: %v", k, i, err)

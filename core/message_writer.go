@@ -142,7 +142,7 @@ func (w *MessageWriter) append(p []byte, flags uint8) error {
 	if !s.growSentLocked(int(need), flags&flagCancel != 0) {
 		return errSendMemory
 	}
-	s.appendFrameLocked(flags, w.mid, p, false)
+	s.appendFrameLocked(flags, w.mid, nil, p, false)
 	s.wakeWriterLocked()
 	return nil
 }

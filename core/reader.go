@@ -391,6 +391,10 @@ func (s *Session) publish(l *link, b *readBatch) bool {
 		return false
 	}
 	stop := s.applyLocked(b)
+	var arrival func()
+	if !stop && s.arrival != nil && s.recvReadyLocked() {
+		arrival = s.arrival
+	}
 	if !stop && s.writeOff > s.sHead && b.now.Sub(s.ackWait) > s.peer.deadPeer {
 		// Frames written long ago wait for an ack while the peer writes on: it is not reading
 		// (a stalled peer, or one that only pings to pin our buffers). Drop the connection, as
@@ -401,6 +405,9 @@ func (s *Session) publish(l *link, b *readBatch) bool {
 		return false
 	}
 	s.unlockNotify()
+	if arrival != nil {
+		arrival()
+	}
 	return !stop
 }
 

@@ -56,6 +56,36 @@ func (s *Session) SettleAndRecv(ctx context.Context, mid uint64, failure error) 
 	return s.recvLocked(ctx)
 }
 
+// TryRecv is Recv that never waits: ok is false when no message can be handed out now (none has
+// arrived, or MaxInFlight are held); err is the session's error once it has ended and nothing is
+// left. With OnArrival it lets a server process many sessions' messages without a goroutine each.
+func (s *Session) TryRecv() (m Message, ok bool, err error) {
+	s.mu.Lock()
+	if m, ok = s.takeLocked(); ok {
+		if s.recvWaiting > 0 && s.recvReadyLocked() {
+			s.kickRecvLocked()
+		}
+	} else if s.state.ended() {
+		err = s.err
+	}
+	s.unlockNotify()
+	return m, ok, err
+}
+
+// OnArrival has f called each time messages become ready for Recv: when they arrive, or when the
+// peer's acknowledgement of FAIL reports lets held-back ones go. f runs on the connection's
+// reader goroutine, one call at a time, and holds up this connection's reading while it runs:
+// that is the back-pressure a server handling its clients' messages in place wants, with
+// TryRecv and Settle, and no goroutine per session. f may use this session and others (send with
+// TrySend, or with Send if waiting on another session is acceptable); it must not wait for this
+// session's own reader. The session's end is not an arrival: watch Done or an Observer. Set it
+// before traffic starts; nil removes it.
+func (s *Session) OnArrival(f func()) {
+	s.mu.Lock()
+	s.arrival = f
+	s.mu.Unlock()
+}
+
 // recvLocked is Recv, called with mu held; it unlocks.
 func (s *Session) recvLocked(ctx context.Context) (Message, error) {
 	for {

@@ -475,3 +475,46 @@ func TestSettleAndRecv(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOnArrival: a server handles a session's messages in place, on its reader goroutine, with
+// TryRecv until nothing is left, and no goroutine of its own; the sender sees every one processed.
+func TestOnArrival(t *testing.T) {
+	p := newPair(t, "tcp", Config{AckDelay: time.Millisecond}, Config{})
+	ctx := testCtx(t)
+	rec := newRecorder()
+	p.client.Observe(rec)
+	var got atomic.Int64
+	p.server.OnArrival(func() {
+		for {
+			m, ok, err := p.server.TryRecv()
+			if err != nil || !ok {
+				return
+			}
+			if m.ID != uint64(got.Load()+1) {
+				t.Errorf("message %d after %d", m.ID, got.Load())
+			}
+			got.Add(1)
+			_ = p.server.Settle(m.ID, nil)
+		}
+	})
+	if _, ok, err := p.server.TryRecv(); ok || err != nil {
+		t.Fatalf("TryRecv with nothing there: %v %v", ok, err)
+	}
+	const n = 2000
+	for i := 0; i < n; i++ {
+		if _, err := p.client.Send(ctx, payload(4, uint64(i), 100), AckProcessed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rec.await(ctx, func(r *recorder) bool { return r.progress.Processed == n }); err != nil {
+		t.Fatal(err)
+	}
+	if got.Load() != n {
+		t.Fatalf("handled %d of %d", got.Load(), n)
+	}
+	p.client.Abort()
+	<-p.server.Done()
+	if _, ok, err := p.server.TryRecv(); ok || !errors.Is(err, ErrSessionClosed) {
+		t.Fatalf("TryRecv after the end: %v %v", ok, err)
+	}
+}

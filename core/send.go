@@ -9,39 +9,43 @@ import (
 // message ID once msg is copied into the sent buffer; msg may be reused at once. It blocks while
 // the buffer is full, until ctx ends. Messages longer than MaxFramePayload are sent in chunks.
 func (s *Session) Send(ctx context.Context, msg []byte, level AckLevel) (uint64, error) {
-	return s.send(ctx, msg, level, true, false)
+	return s.send(ctx, nil, msg, level, true, false)
 }
 
 // TrySend is Send that never blocks: it returns ErrBufferFull when msg does not fit now.
 func (s *Session) TrySend(msg []byte, level AckLevel) (uint64, error) {
-	return s.send(context.Background(), msg, level, false, false)
+	return s.send(context.Background(), nil, msg, level, false, false)
 }
 
-// SendShared is Send for a message sent to many sessions at once (a fan-out): msg is not copied
-// into the sent buffer but kept by reference, once for all of them, until the peer acknowledged
-// it, and sent again from there after a reconnection. The caller must not change msg afterwards,
-// ever: treat it as immutable. Messages under 1 KiB are copied anyway, which is cheaper. It still
-// counts in full against SendBufferBytes and the peer's credit.
-func (s *Session) SendShared(ctx context.Context, msg []byte, level AckLevel) (uint64, error) {
-	return s.send(ctx, msg, level, true, true)
+// SendShared is Send for a message sent to many sessions at once (a fan-out): the message is
+// prefix followed by shared, as the peer receives it. prefix is copied, as Send copies; shared is
+// not, but kept by reference, once for all the sessions it is sent on, until the peer
+// acknowledged it, and sent again from there after a reconnection: the caller must not change
+// shared afterwards, ever. A per-session header goes in prefix (up to 255 bytes stay beside the
+// reference; a longer one is copied with the payload). Parts of shared under 1 KiB are copied
+// anyway, which is cheaper. The message counts in full against SendBufferBytes and the peer's
+// credit.
+func (s *Session) SendShared(ctx context.Context, prefix, shared []byte, level AckLevel) (uint64, error) {
+	return s.send(ctx, prefix, shared, level, true, true)
 }
 
-// TrySendShared is SendShared that never blocks: it returns ErrBufferFull when msg does not fit
-// now, so one slow receiver never holds up a fan-out to the others.
-func (s *Session) TrySendShared(msg []byte, level AckLevel) (uint64, error) {
-	return s.send(context.Background(), msg, level, false, true)
+// TrySendShared is SendShared that never blocks: it returns ErrBufferFull when the message does
+// not fit now, so one slow receiver never holds up a fan-out to the others.
+func (s *Session) TrySendShared(prefix, shared []byte, level AckLevel) (uint64, error) {
+	return s.send(context.Background(), prefix, shared, level, false, true)
 }
 
-// send queues msg. Without wait (TrySend) it fails with ErrBufferFull rather than block. (A
+// send queues prefix‖msg. Without wait (TrySend) it fails with ErrBufferFull rather than block. (A
 // sentinel context cannot say this: context.Background() values compare equal.) With shared,
-// payloads of minSharedPayload or more are kept by reference.
-func (s *Session) send(ctx context.Context, msg []byte, level AckLevel, wait, shared bool) (uint64, error) {
+// long enough parts of msg are kept by reference.
+func (s *Session) send(ctx context.Context, prefix, msg []byte, level AckLevel, wait, shared bool) (uint64, error) {
 	if level > AckProcessed {
 		return 0, fmt.Errorf("ftsl: invalid ack level %d", level)
 	}
-	cost := messageCost(len(msg))
+	n := len(prefix) + len(msg)
+	cost := messageCost(n)
 	s.mu.Lock()
-	if err := s.sendableLocked(len(msg)); err != nil {
+	if err := s.sendableLocked(n); err != nil {
 		s.mu.Unlock()
 		return 0, err
 	}
@@ -54,13 +58,13 @@ func (s *Session) send(ctx context.Context, msg []byte, level AckLevel, wait, sh
 			s.mu.Unlock()
 			return 0, err
 		}
-		if err := s.sendableLocked(len(msg)); err != nil {
+		if err := s.sendableLocked(n); err != nil {
 			s.wakeSendersLocked()
 			s.mu.Unlock()
 			return 0, err
 		}
 	}
-	if !s.growSentLocked(keptBytes(len(msg), shared), false) {
+	if !s.growSentLocked(keptBytes(prefix, msg, shared), false) {
 		s.wakeSendersLocked()
 		s.mu.Unlock()
 		return 0, errSendMemory
@@ -71,20 +75,15 @@ func (s *Session) send(ctx context.Context, msg []byte, level AckLevel, wait, sh
 	mid := s.nextMID
 	s.nextMID++
 	flags := uint8(level) << levelShift
-	for off := 0; ; {
-		n := min(len(msg)-off, MaxFramePayload)
+	messageFrames(prefix, msg, func(pre, rest []byte, eom, external bool) {
 		f := flags
-		if off+n == len(msg) {
+		if eom {
 			f |= flagEOM
 		}
-		s.appendFrameLocked(f, mid, msg[off:off+n], shared && n >= minSharedPayload)
-		off += n
-		if f&flagEOM != 0 {
-			break
-		}
-	}
+		s.appendFrameLocked(f, mid, pre, rest, shared && external)
+	})
 	s.stats.MessagesSent++
-	s.stats.BytesSent += uint64(len(msg))
+	s.stats.BytesSent += uint64(n)
 	s.wakeSendersLocked()
 	if l := s.link; quiet && s.writerIdle && s.writingOn == nil && l != nil && l.raw != nil {
 		s.writeInlineLocked(l)

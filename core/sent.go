@@ -27,38 +27,58 @@ type extFrame struct {
 // copy costs less than the extra pieces each write then carries.
 const minSharedPayload = 1 << 10
 
-// keptBytes is what the sent buffer keeps for a message of n bytes: its frames, less the payloads
-// kept by reference if shared.
-func keptBytes(n int, shared bool) int {
-	kept := int(messageCost(n))
-	if shared {
-		for off := 0; off < n; off += MaxFramePayload {
-			if c := min(n-off, MaxFramePayload); c >= minSharedPayload {
-				kept -= c
-			}
+// messageFrames calls frame for each DATA frame of the message prefix‖msg, in order: the part of
+// prefix and the part of msg it carries (at most MaxFramePayload in all), whether it is the last,
+// and whether its part of msg may stay outside the sent buffer when shared (it is long enough to
+// be worth it, and the prefix beside it fits in the header's byte for it).
+func messageFrames(prefix, msg []byte, frame func(pre, rest []byte, eom, external bool)) {
+	total := len(prefix) + len(msg)
+	for off := 0; ; {
+		n := min(total-off, MaxFramePayload)
+		pre := prefix[min(off, len(prefix)):min(off+n, len(prefix))]
+		rest := msg[max(off, len(prefix))-len(prefix) : max(off+n, len(prefix))-len(prefix)]
+		off += n
+		frame(pre, rest, off == total, len(rest) >= minSharedPayload && len(pre) <= maxKeptPrefix)
+		if off == total {
+			return
 		}
+	}
+}
+
+// keptBytes is what the sent buffer keeps for the message prefix‖msg: its frames, less the parts
+// of msg kept by reference if shared.
+func keptBytes(prefix, msg []byte, shared bool) int {
+	kept := int(messageCost(len(prefix) + len(msg)))
+	if shared {
+		messageFrames(prefix, msg, func(_, rest []byte, _, external bool) {
+			if external {
+				kept -= len(rest)
+			}
+		})
 	}
 	return kept
 }
 
-// appendFrameLocked appends one DATA frame to the sent buffer, copying p unless shared. The
-// caller made room (growSentLocked).
-func (s *Session) appendFrameLocked(flags uint8, mid uint64, p []byte, shared bool) {
-	kept := dataHdrLen + len(p)
-	if shared {
-		kept = dataHdrLen
+// appendFrameLocked appends one DATA frame carrying pre‖p to the sent buffer, copying p unless
+// external (then only pre is copied, and p is kept by reference). The caller made room
+// (growSentLocked).
+func (s *Session) appendFrameLocked(flags uint8, mid uint64, pre, p []byte, external bool) {
+	kept := dataHdrLen + len(pre) + len(p)
+	if external {
+		kept = dataHdrLen + len(pre)
 	}
 	s.sbuf.ensure(s.sHead, s.sTail, kept)
 	var b [dataHdrLen]byte
-	dataHeader{flags: flags, n: len(p), pid: s.nextPID, mid: mid}.put(b[:])
-	if shared {
-		b[2] = sentExternal
+	dataHeader{flags: flags, n: len(pre) + len(p), pid: s.nextPID, mid: mid}.put(b[:])
+	if external {
+		b[2], b[3] = sentExternal, byte(len(pre))
 		s.extTotal += uint64(len(p))
 		s.ext = append(s.ext, extFrame{off: s.sTail, cum: s.extTotal, data: p})
 	}
 	s.sbuf.put(s.sTail, b[:])
-	if !shared {
-		s.sbuf.put(s.sTail+dataHdrLen, p)
+	s.sbuf.put(s.sTail+dataHdrLen, pre)
+	if !external {
+		s.sbuf.put(s.sTail+dataHdrLen+uint64(len(pre)), p)
 	}
 	s.sTail += uint64(kept)
 	s.nextPID++
@@ -179,11 +199,13 @@ func (s *Session) appendDataLocked(w *writeBatch, from, to uint64) uint64 {
 		}
 		e := &s.ext[i]
 		w.appendSpan(s.sbuf.span(from, e.off))
-		h := w.exthdr[k][:]
+		h := dataHdr(w.exthdr[k][:])
 		s.sbuf.get(e.off, h)
-		h[2] = 0
-		w.bufs = append(w.bufs, h, e.data)
-		from = e.off + dataHdrLen
+		from = e.off + dataHdrLen + uint64(h.prefixLen())
+		h.clearKeptMarks()
+		w.bufs = append(w.bufs, h)
+		w.appendSpan(s.sbuf.span(e.off+dataHdrLen, from))
+		w.bufs = append(w.bufs, e.data)
 		k++
 	}
 	w.appendSpan(s.sbuf.span(from, to))

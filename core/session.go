@@ -194,6 +194,7 @@ type Session struct {
 	releasedCost                uint64 // cost of every message released; the credit we grant is this + window
 	discard                     bool   // aborted: buffered messages are dropped
 	recvWaiting                 int
+	arrival                     func() // OnArrival's, called by the reader after a batch made messages ready
 	fails                       []failReport
 	failWritten                 int // how many of fails were written on the current link
 	nextFSeq                    uint64

@@ -243,17 +243,23 @@ func (h dataHdr) mid() uint64  { return binary.BigEndian.Uint64(h[16:24]) }
 func (h dataHdr) payloadLen() int { return int(binary.BigEndian.Uint32(h[4:8])) - dataFixedLen }
 
 // sentExternal marks, in the reserved byte 2 of a header kept in the sent buffer, a frame whose
-// payload is not in the buffer but shared with other sessions (Session.SendShared). It never goes
-// on the wire: the writer sends a copy of the header with the byte cleared.
+// payload is not all in the buffer but shared with other sessions (Session.SendShared): only its
+// first prefixLen bytes are, prefixLen being kept in the reserved byte 3. Neither byte goes on the
+// wire: the writer sends a copy of the header with both cleared.
 const sentExternal = 0x80
 
-func (h dataHdr) external() bool { return h[2]&sentExternal != 0 }
+// maxKeptPrefix is the longest prefix an external frame keeps in the sent buffer (byte 3).
+const maxKeptPrefix = 255
+
+func (h dataHdr) external() bool  { return h[2]&sentExternal != 0 }
+func (h dataHdr) prefixLen() int  { return int(h[3]) }
+func (h dataHdr) clearKeptMarks() { h[2], h[3] = 0, 0 }
 
 // keptLen is how many bytes the sent buffer holds for the frame: all of it, or only its header
-// when its payload is external.
+// and prefix when the rest of its payload is external.
 func (h dataHdr) keptLen() uint64 {
 	if h.external() {
-		return dataHdrLen
+		return dataHdrLen + uint64(h.prefixLen())
 	}
 	return dataHdrLen + uint64(h.payloadLen())
 }

@@ -35,7 +35,9 @@ func (w *writeBatch) appendSpan(a, b []byte) {
 // frames.
 func (w *writeBatch) growForExternal() {
 	if w.big == nil {
-		w.big = make([][]byte, 0, len(w.iov)+4*maxExtPerBatch+2)
+		// Each external frame takes up to six pieces: the ring before it (two, if it wraps), its
+		// header, its kept prefix (two), its payload; the piggybacked first frame as many.
+		w.big = make([][]byte, 0, len(w.iov)+6*(maxExtPerBatch+1)+4)
 		w.exthdr = new([maxExtPerBatch][dataHdrLen]byte)
 	}
 	if cap(w.bufs) != cap(w.big) {
@@ -265,18 +267,26 @@ func (s *Session) ackDecisionLocked(now time.Time, rideOn bool) (ackBlock, bool)
 // appendPiggybackLocked adds the frame at from with ack block ab after its PID and MID (flag
 // ACKS), and returns where the rest of the data starts.
 func (s *Session) appendPiggybackLocked(w *writeBatch, from uint64, ab ackBlock) uint64 {
-	h := w.hdr[:dataHdrLen]
+	h := dataHdr(w.hdr[:dataHdrLen])
 	s.sbuf.get(from, h)
-	external := dataHdr(h).external()
+	if !h.external() {
+		h[1] |= flagAcks
+		binary.BigEndian.PutUint32(h[4:8], binary.BigEndian.Uint32(h[4:8])+ackBlockLen)
+		ab.put(w.hdr[dataHdrLen:])
+		w.bufs = append(w.bufs, w.hdr[:])
+		return from + dataHdrLen
+	}
+	// An external frame: its kept prefix and its shared payload follow the ack block.
+	end := from + dataHdrLen + uint64(h.prefixLen())
+	h.clearKeptMarks()
 	h[1] |= flagAcks
-	h[2] = 0
 	binary.BigEndian.PutUint32(h[4:8], binary.BigEndian.Uint32(h[4:8])+ackBlockLen)
 	ab.put(w.hdr[dataHdrLen:])
+	w.growForExternal()
 	w.bufs = append(w.bufs, w.hdr[:])
-	if external {
-		w.bufs = append(w.bufs, s.ext[s.extAfterLocked(from)].data)
-	}
-	return from + dataHdrLen
+	w.appendSpan(s.sbuf.span(from+dataHdrLen, end))
+	w.bufs = append(w.bufs, s.ext[s.extAfterLocked(from)].data)
+	return end
 }
 
 // appendCloseLocked adds the frames of a graceful close once everything sent is acknowledged.

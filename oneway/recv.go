@@ -111,28 +111,11 @@ func (s *Session) failLocked(d *Delivery, reason error) error {
 // After the session ends, Recv returns the messages already received, then the session's error.
 // Recv and Handle must not be used together.
 func (s *Session) Recv(ctx context.Context) (*Delivery, error) {
-	var settle uint64 // the previous message, to settle in the same step as receiving
-	var reason error
-	s.rmu.Lock()
-	if d := s.current; d != nil {
-		// The paper's rule: asking for the next message ends the attempt the application had.
-		_ = d.takeLocked()
-		switch {
-		case d.Level != AckProcessed:
-			settle = d.ID
-		case d.Attempt >= s.cfg.MaxAttempts:
-			settle, reason = d.ID, ErrNotConfirmed
-		default:
-			if err := s.failLocked(d, ErrNotConfirmed); err != nil {
-				s.rmu.Unlock()
-				return nil, err
-			}
-		}
+	settle, reason, err := s.endCurrent()
+	if err != nil {
+		return nil, err
 	}
-	s.rmu.Unlock()
-
 	var m core.Message
-	var err error
 	if settle != 0 {
 		m, err = s.cs.SettleAndRecv(ctx, settle, reason)
 	} else {
@@ -141,6 +124,55 @@ func (s *Session) Recv(ctx context.Context) (*Delivery, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.deliver(m), nil
+}
+
+// TryRecv is Recv that never waits: ok is false when no delivery is ready now, and err is the
+// session's error once it has ended and nothing is left. With OnArrival it lets a server handle
+// many sessions' messages without a goroutine each.
+func (s *Session) TryRecv() (d *Delivery, ok bool, err error) {
+	settle, reason, err := s.endCurrent()
+	if err != nil {
+		return nil, false, err
+	}
+	if settle != 0 {
+		if err := s.cs.Settle(settle, reason); err != nil {
+			return nil, false, err
+		}
+	}
+	m, ok, err := s.cs.TryRecv()
+	if !ok {
+		return nil, false, err
+	}
+	return s.deliver(m), true, nil
+}
+
+// OnArrival has f called, on the connection's reader goroutine, each time messages become ready
+// for Recv (see core.Session.OnArrival): a server drains them there with TryRecv.
+func (s *Session) OnArrival(f func()) { s.cs.OnArrival(f) }
+
+// endCurrent applies the paper's rule, with MaxInFlight 1, to the delivery the last Recv returned
+// if it is still open: asking for the next message ends that attempt. It returns the message to
+// settle along with receiving the next one, if any.
+func (s *Session) endCurrent() (settle uint64, reason error, err error) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	d := s.current
+	if d == nil {
+		return 0, nil, nil
+	}
+	_ = d.takeLocked()
+	switch {
+	case d.Level != AckProcessed:
+		return d.ID, nil, nil
+	case d.Attempt >= s.cfg.MaxAttempts:
+		return d.ID, ErrNotConfirmed, nil
+	}
+	return 0, nil, s.failLocked(d, ErrNotConfirmed)
+}
+
+// deliver makes the delivery of message m: its first attempt, or the next one if it came back.
+func (s *Session) deliver(m core.Message) *Delivery {
 	d := &Delivery{Data: m.Data, ID: m.ID, Level: m.Level, Attempt: 1, s: s, open: true}
 	s.rmu.Lock()
 	if n, ok := s.redelivered[m.ID]; ok {
@@ -151,7 +183,7 @@ func (s *Session) Recv(ctx context.Context) (*Delivery, error) {
 		s.current = d
 	}
 	s.rmu.Unlock()
-	return d, nil
+	return d
 }
 
 // HandleOption configures Handle.

@@ -214,3 +214,68 @@ func TestEventCallbackPanics(t *testing.T) {
 		t.Fatalf("panics reported: %v", panics)
 	}
 }
+
+// TestOnArrivalAndOnEnd: a server handles its deliveries in place (OnArrival, TryRecv), and the
+// sender follows every ticket with OnEnd instead of a goroutine each; a function given to a
+// ticket that has ended runs at once.
+func TestOnArrivalAndOnEnd(t *testing.T) {
+	p := newPair(t, false, Config{}, Config{})
+	ctx := testCtx(t)
+	p.server.OnArrival(func() {
+		for {
+			d, ok, err := p.server.TryRecv()
+			if err != nil || !ok {
+				return
+			}
+			if d.Data[0]%7 == 0 {
+				_ = d.Reject(errors.New("sevens fail"))
+			} else {
+				_ = d.Confirm()
+			}
+		}
+	})
+	const n = 200
+	var mu sync.Mutex
+	ended := map[uint64]Status{}
+	all := make(chan struct{})
+	for i := 0; i < n; i++ {
+		tk, err := p.client.Send(ctx, []byte{byte(i)}, AckProcessed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tk.OnEnd(func(tk *Ticket) {
+			mu.Lock()
+			defer mu.Unlock()
+			if _, dup := ended[tk.ID()]; dup {
+				t.Errorf("ticket %d ended twice", tk.ID())
+			}
+			ended[tk.ID()] = tk.Status()
+			if len(ended) == n {
+				close(all)
+			}
+		})
+	}
+	select {
+	case <-all:
+	case <-ctx.Done():
+		t.Fatalf("%d of %d tickets reported their end", len(ended), n)
+	}
+	mu.Lock()
+	for id, st := range ended {
+		want := StatusProcessed
+		if byte(id-1)%7 == 0 {
+			want = StatusFailed // after MaxAttempts, each one rejected
+		}
+		if st != want {
+			t.Errorf("ticket %d: %v, want %v", id, st, want)
+		}
+	}
+	mu.Unlock()
+	tk, _ := p.client.Send(ctx, []byte{1}, AckDelivered)
+	_, _ = tk.Wait(ctx)
+	called := false
+	tk.OnEnd(func(*Ticket) { called = true })
+	if !called {
+		t.Fatal("OnEnd on an ended ticket did not call at once")
+	}
+}

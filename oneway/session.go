@@ -39,6 +39,7 @@ type Session struct {
 	endErr      error
 	drained     chan struct{} // closed when closing and no ticket is outstanding
 	wasDown     bool          // the connection died since the last resume
+	endedWith   []endedTicket // tickets just ended whose OnEnd is still to call
 
 	// Receive side, guarded by rmu. inFlight is the bound on deliveries held at once (the core
 	// session's MaxInFlight); at 1 the paper's rule holds: each Recv settles the previous delivery.
@@ -144,30 +145,31 @@ func (s *Session) publish(k events.Kind, mid uint64, st Status, err error) {
 // the message is in the sent buffer; data may be reused at once. Send blocks only while the sent
 // buffer is full (raising a BufferFull event), until ctx ends.
 func (s *Session) Send(ctx context.Context, data []byte, level AckLevel) (*Ticket, error) {
-	return s.send(ctx, data, level, true, false)
+	return s.send(ctx, nil, data, level, true, false)
 }
 
 // TrySend is Send that never blocks: it returns ErrBufferFull when the message does not fit now.
 func (s *Session) TrySend(data []byte, level AckLevel) (*Ticket, error) {
-	return s.send(context.Background(), data, level, false, false)
+	return s.send(context.Background(), nil, data, level, false, false)
 }
 
-// SendShared is Send for a message sent to many sessions at once (a fan-out): data is kept by
-// reference, once for all of them, not copied into each session's sent buffer (see
-// core.Session.SendShared). The caller must never change data afterwards.
-func (s *Session) SendShared(ctx context.Context, data []byte, level AckLevel) (*Ticket, error) {
-	return s.send(ctx, data, level, true, true)
+// SendShared is Send for a message sent to many sessions at once (a fan-out): the message is
+// prefix followed by shared; prefix is copied, shared is kept by reference, once for all of them,
+// not copied into each session's sent buffer (see core.Session.SendShared). The caller must never
+// change shared afterwards.
+func (s *Session) SendShared(ctx context.Context, prefix, shared []byte, level AckLevel) (*Ticket, error) {
+	return s.send(ctx, prefix, shared, level, true, true)
 }
 
 // TrySendShared is SendShared that never blocks: it returns ErrBufferFull when the message does
 // not fit now, so one slow receiver never holds up a fan-out to the others.
-func (s *Session) TrySendShared(data []byte, level AckLevel) (*Ticket, error) {
-	return s.send(context.Background(), data, level, false, true)
+func (s *Session) TrySendShared(prefix, shared []byte, level AckLevel) (*Ticket, error) {
+	return s.send(context.Background(), prefix, shared, level, false, true)
 }
 
 // send queues data: it waits for room (and for its turn among senders) only if block, and keeps
 // data by reference if shared.
-func (s *Session) send(ctx context.Context, data []byte, level AckLevel, block, shared bool) (*Ticket, error) {
+func (s *Session) send(ctx context.Context, prefix, data []byte, level AckLevel, block, shared bool) (*Ticket, error) {
 	if block {
 		select {
 		case s.sendSem <- struct{}{}:
@@ -195,15 +197,19 @@ func (s *Session) send(ctx context.Context, data []byte, level AckLevel, block, 
 	s.outstanding++
 	s.mu.Unlock()
 
-	trySend, send := s.cs.TrySend, s.cs.Send
+	var mid uint64
+	var err error
 	if shared {
-		trySend, send = s.cs.TrySendShared, s.cs.SendShared
+		mid, err = s.cs.TrySendShared(prefix, data, level)
+	} else {
+		mid, err = s.cs.TrySend(data, level)
 	}
-	mid, err := trySend(data, level)
 	if errors.Is(err, core.ErrBufferFull) {
 		s.publish(events.BufferFull, 0, StatusPending, err)
-		if block {
-			mid, err = send(ctx, data, level)
+		if block && shared {
+			mid, err = s.cs.SendShared(ctx, prefix, data, level)
+		} else if block {
+			mid, err = s.cs.Send(ctx, data, level)
 		}
 	}
 	if err == nil && mid != t.mid {
@@ -218,7 +224,7 @@ func (s *Session) send(ctx context.Context, data []byte, level AckLevel, block, 
 			s.endTicketLocked(t, StatusFailed, err)
 		}
 		s.checkDrainedLocked()
-		s.mu.Unlock()
+		s.unlockRunEnded()
 		return nil, err
 	}
 	return t, nil
@@ -255,10 +261,33 @@ func (s *Session) Close(ctx context.Context) error {
 // Abort ends the session at once; pending tickets fail with ErrSessionClosed. Safe to call twice.
 func (s *Session) Abort() { s.cs.Abort() }
 
-// endTicketLocked ends t, which is counted among the outstanding tickets until then.
+// endTicketLocked ends t, which is counted among the outstanding tickets until then. Its OnEnd
+// function waits in s.endedWith to be called once mu is released (unlockRunEnded).
 func (s *Session) endTicketLocked(t *Ticket, st Status, err error) {
 	s.outstanding--
-	t.end(st, err)
+	if f := t.end(st, err); f != nil {
+		s.endedWith = append(s.endedWith, endedTicket{t, f})
+	}
+}
+
+type endedTicket struct {
+	t *Ticket
+	f func(*Ticket)
+}
+
+// unlockRunEnded unlocks mu and calls the OnEnd functions of the tickets that just ended, in
+// order.
+func (s *Session) unlockRunEnded() {
+	if len(s.endedWith) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	run := s.endedWith
+	s.endedWith = nil
+	s.mu.Unlock()
+	for _, e := range run {
+		e.f(e.t)
+	}
 }
 
 func (s *Session) checkDrainedLocked() {
@@ -311,7 +340,7 @@ func (o observer) Progress(p core.Progress) {
 	}
 	s.tq.drop(min(s.ackDone, s.delDone, s.procDone))
 	s.checkDrainedLocked()
-	s.mu.Unlock()
+	s.unlockRunEnded()
 }
 
 func (o observer) Failed(mid uint64, reason string) {
@@ -328,13 +357,13 @@ func (o observer) Failed(mid uint64, reason string) {
 		s.publish(events.MessageFailed, mid, StatusFailed, err)
 	}
 	s.checkDrainedLocked()
-	s.mu.Unlock()
+	s.unlockRunEnded()
 }
 
 func (o observer) StateChanged(st core.State, err error) {
 	s := o.s
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlockRunEnded()
 	switch st {
 	case core.StateDisconnected:
 		s.wasDown = true

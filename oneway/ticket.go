@@ -14,9 +14,10 @@ type Ticket struct {
 	level AckLevel
 	state atomic.Uint32 // the Status, with endedBit once final
 
-	mu   sync.Mutex
-	done chan struct{} // made on demand: most tickets are never waited on
-	err  error         // set before endedBit
+	mu    sync.Mutex
+	done  chan struct{} // made on demand: most tickets are never waited on
+	err   error         // set before endedBit
+	onEnd func(*Ticket) // OnEnd's; taken by the session when the ticket ends
 }
 
 const endedBit = 1 << 8
@@ -73,16 +74,36 @@ func (t *Ticket) Err() error {
 
 func (t *Ticket) ended() bool { return t.state.Load()&endedBit != 0 }
 
+// OnEnd has f called once, when the ticket ends: on the goroutine of the session that learned the
+// outcome (its connection's reader, usually), after the session's own locks are released; or at
+// once if the ticket has ended already. f must return quickly: the session's acknowledgements
+// wait for it. It suits code that follows many tickets without a goroutine each (a pubsub hub
+// adding up a publish's outcome). A second call replaces the first function.
+func (t *Ticket) OnEnd(f func(*Ticket)) {
+	t.mu.Lock()
+	if t.ended() {
+		t.mu.Unlock()
+		f(t)
+		return
+	}
+	t.onEnd = f
+	t.mu.Unlock()
+}
+
 // advance records progress short of the end. Called with the session's mu held.
 func (t *Ticket) advance(st Status) { t.state.Store(uint32(st)) }
 
-// end makes the ticket final. Called with the session's mu held, once.
-func (t *Ticket) end(st Status, err error) {
+// end makes the ticket final, and returns its OnEnd function, for the caller to call once it
+// holds no lock. Called with the session's mu held, once.
+func (t *Ticket) end(st Status, err error) func(*Ticket) {
 	t.mu.Lock()
 	t.err = err
 	t.state.Store(uint32(st) | endedBit)
 	if t.done != nil {
 		close(t.done)
 	}
+	f := t.onEnd
+	t.onEnd = nil
 	t.mu.Unlock()
+	return f
 }

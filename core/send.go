@@ -17,6 +17,18 @@ func (s *Session) TrySend(msg []byte, level AckLevel) (uint64, error) {
 	return s.send(context.Background(), nil, msg, level, false, false)
 }
 
+// SendParts is Send of the message prefix followed by msg, both copied: a caller with a header
+// and a body need not join them first.
+func (s *Session) SendParts(ctx context.Context, prefix, msg []byte, level AckLevel) (uint64, error) {
+	return s.send(ctx, prefix, msg, level, true, false)
+}
+
+// TrySendParts is SendParts that never blocks: it returns ErrBufferFull when the message does not
+// fit now.
+func (s *Session) TrySendParts(prefix, msg []byte, level AckLevel) (uint64, error) {
+	return s.send(context.Background(), prefix, msg, level, false, false)
+}
+
 // SendShared is Send for a message sent to many sessions at once (a fan-out): the message is
 // prefix followed by shared, as the peer receives it. prefix is copied, as Send copies; shared is
 // not, but kept by reference, once for all the sessions it is sent on, until the peer

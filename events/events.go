@@ -33,6 +33,19 @@ const (
 	// BufferFull: a send found the sent buffer full (the peer or the network is slower than the
 	// sender); Send waited, TrySend failed.
 	BufferFull
+	// Subscribed: a subscription on Subject was made (pubsub).
+	Subscribed
+	// Unsubscribed: a subscription on Subject ended (pubsub), by Unsubscribe or with its session.
+	Unsubscribed
+	// SlowConsumer: a subscriber on Subject could not take a message in time; that message's
+	// share failed (pubsub). Err says more.
+	SlowConsumer
+	// SubscriberLost: a subscriber's session was lost; its pending shares failed and its
+	// subscriptions ended (pubsub).
+	SubscriberLost
+	// PermissionDenied: a client was refused something it is not allowed (pubsub): connecting,
+	// publishing or subscribing on Subject. Err says what.
+	PermissionDenied
 )
 
 func (k Kind) String() string {
@@ -53,6 +66,16 @@ func (k Kind) String() string {
 		return "session closed"
 	case BufferFull:
 		return "buffer full"
+	case Subscribed:
+		return "subscribed"
+	case Unsubscribed:
+		return "unsubscribed"
+	case SlowConsumer:
+		return "slow consumer"
+	case SubscriberLost:
+		return "subscriber lost"
+	case PermissionDenied:
+		return "permission denied"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
@@ -94,6 +117,7 @@ type Event struct {
 	Session uint64 // session ID
 	Message uint64 // message ID, for message events; 0 otherwise
 	Status  Status // the message's status after this event, for message events
+	Subject string // the subject, for pubsub events
 	Err     error  // why, for failures and ends
 	Time    time.Time
 }
@@ -102,6 +126,9 @@ func (e Event) String() string {
 	s := fmt.Sprintf("session %016x: %v", e.Session, e.Kind)
 	if e.Message != 0 {
 		s += fmt.Sprintf(" (message %d)", e.Message)
+	}
+	if e.Subject != "" {
+		s += " on " + e.Subject
 	}
 	if e.Err != nil {
 		s += ": " + e.Err.Error()

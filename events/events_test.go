@@ -22,9 +22,14 @@ func TestKindString(t *testing.T) {
 		{events.SessionLost, "session lost"},
 		{events.SessionClosed, "session closed"},
 		{events.BufferFull, "buffer full"},
+		{events.Subscribed, "subscribed"},
+		{events.Unsubscribed, "unsubscribed"},
+		{events.SlowConsumer, "slow consumer"},
+		{events.SubscriberLost, "subscriber lost"},
+		{events.PermissionDenied, "permission denied"},
 		// Unknown values.
 		{0, "Kind(0)"},
-		{events.BufferFull + 1, "Kind(9)"},
+		{events.PermissionDenied + 1, "Kind(14)"},
 		{255, "Kind(255)"},
 	}
 	for _, tt := range tests {
@@ -43,7 +48,8 @@ func TestKindValues(t *testing.T) {
 	kinds := []events.Kind{
 		events.MessageDelivered, events.MessageProcessed, events.MessageFailed,
 		events.SessionReconnecting, events.SessionResumed, events.SessionLost,
-		events.SessionClosed, events.BufferFull,
+		events.SessionClosed, events.BufferFull, events.Subscribed, events.Unsubscribed,
+		events.SlowConsumer, events.SubscriberLost, events.PermissionDenied,
 	}
 	for i, k := range kinds {
 		if want := events.Kind(i + 1); k != want {
@@ -90,6 +96,11 @@ func TestEventString(t *testing.T) {
 			name: "zero",
 			ev:   events.Event{},
 			want: "session 0000000000000000: Kind(0)",
+		},
+		{
+			name: "pubsub event",
+			ev:   events.Event{Kind: events.Subscribed, Session: 2, Subject: "chat.>"},
+			want: "session 0000000000000002: subscribed on chat.>",
 		},
 		{
 			name: "session event",

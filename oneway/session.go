@@ -39,6 +39,7 @@ type Session struct {
 	endErr      error
 	drained     chan struct{} // closed when closing and no ticket is outstanding
 	wasDown     bool          // the connection died since the last resume
+	onClose     func(error)   // OnClose's
 	endedWith   []endedTicket // tickets just ended whose OnEnd is still to call
 
 	// Receive side, guarded by rmu. inFlight is the bound on deliveries held at once (the core
@@ -153,6 +154,18 @@ func (s *Session) TrySend(data []byte, level AckLevel) (*Ticket, error) {
 	return s.send(context.Background(), nil, data, level, false, false)
 }
 
+// SendParts is Send of the message prefix followed by data, both copied: a caller with a header
+// and a body need not join them first.
+func (s *Session) SendParts(ctx context.Context, prefix, data []byte, level AckLevel) (*Ticket, error) {
+	return s.send(ctx, prefix, data, level, true, false)
+}
+
+// TrySendParts is SendParts that never blocks: it returns ErrBufferFull when the message does not
+// fit now.
+func (s *Session) TrySendParts(prefix, data []byte, level AckLevel) (*Ticket, error) {
+	return s.send(context.Background(), prefix, data, level, false, false)
+}
+
 // SendShared is Send for a message sent to many sessions at once (a fan-out): the message is
 // prefix followed by shared; prefix is copied, shared is kept by reference, once for all of them,
 // not copied into each session's sent buffer (see core.Session.SendShared). The caller must never
@@ -202,14 +215,14 @@ func (s *Session) send(ctx context.Context, prefix, data []byte, level AckLevel,
 	if shared {
 		mid, err = s.cs.TrySendShared(prefix, data, level)
 	} else {
-		mid, err = s.cs.TrySend(data, level)
+		mid, err = s.cs.TrySendParts(prefix, data, level)
 	}
 	if errors.Is(err, core.ErrBufferFull) {
 		s.publish(events.BufferFull, 0, StatusPending, err)
 		if block && shared {
 			mid, err = s.cs.SendShared(ctx, prefix, data, level)
 		} else if block {
-			mid, err = s.cs.Send(ctx, data, level)
+			mid, err = s.cs.SendParts(ctx, prefix, data, level)
 		}
 	}
 	if err == nil && mid != t.mid {
@@ -363,7 +376,15 @@ func (o observer) Failed(mid uint64, reason string) {
 func (o observer) StateChanged(st core.State, err error) {
 	s := o.s
 	s.mu.Lock()
-	defer s.unlockRunEnded()
+	closed := s.stateChangedLocked(st, err)
+	s.unlockRunEnded()
+	if closed != nil {
+		closed(s.endErr)
+	}
+}
+
+// stateChangedLocked applies a new state; it returns OnClose's function if the session just ended.
+func (s *Session) stateChangedLocked(st core.State, err error) (closed func(error)) {
 	switch st {
 	case core.StateDisconnected:
 		s.wasDown = true
@@ -373,9 +394,10 @@ func (o observer) StateChanged(st core.State, err error) {
 			s.wasDown = false
 			s.publish(events.SessionResumed, 0, StatusPending, nil)
 		}
-	case core.StateClosed, core.StateLost:
+	case core.StateClosed, core.StateLost, core.StateMoved:
+		// (A moved session goes on in the process that imported it; here it is over.)
 		if s.ended {
-			return
+			return nil
 		}
 		s.ended = true
 		if err == nil {
@@ -398,7 +420,25 @@ func (o observer) StateChanged(st core.State, err error) {
 		s.ev.Close()
 		s.cancel()
 		s.checkDrainedLocked()
+		closed, s.onClose = s.onClose, nil
 	}
+	return closed
+}
+
+// OnClose has f called once when the session ends, closed or lost, with why (the error every
+// pending ticket failed with): on the goroutine that ended it, with no lock held, after every
+// pending ticket ended; or at once if it has ended. It lets code follow many sessions without a
+// goroutine each. f must return quickly.
+func (s *Session) OnClose(f func(err error)) {
+	s.mu.Lock()
+	if s.ended {
+		err := s.endErr
+		s.mu.Unlock()
+		f(err)
+		return
+	}
+	s.onClose = f
+	s.mu.Unlock()
 }
 
 // ticketQueue holds tickets by message ID in a ring: IDs head to tail-1 are present (a slot may

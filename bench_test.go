@@ -44,6 +44,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftsl-go/ftsl/oneway"
+	"github.com/ftsl-go/ftsl/pubsub"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -72,7 +74,103 @@ func BenchmarkFanOut(b *testing.B) {
 	srv := startNATSServer(b)
 	runFanOut(b, "nats", func(b *testing.B, n int) { benchNATSFanOut(b, srv.ClientURL(), n) })
 	runFanOut(b, "jetstream", func(b *testing.B, n int) { benchJetStreamFanOut(b, srv.ClientURL(), n) })
-	// pubsub-none and pubsub-processed go here, with runFanOut.
+	hub, addr := startHub(b)
+	runFanOut(b, "pubsub-none", func(b *testing.B, n int) { benchPubsubFanOut(b, hub, addr, n, pubsub.AckNone) })
+	runFanOut(b, "pubsub-processed", func(b *testing.B, n int) { benchPubsubFanOut(b, hub, addr, n, pubsub.AckProcessed) })
+}
+
+// startHub starts a pubsub hub on loopback in this process, as the NATS server runs, and closes
+// it when tb's cleanup runs.
+func startHub(tb testing.TB) (*pubsub.Hub, string) {
+	tb.Helper()
+	// A publisher flooding as fast as it can outruns its subscribers: with SlowBlock it waits for
+	// them, as a NATS publisher's flush waits for the server, instead of failing their shares.
+	h, err := pubsub.NewHub(pubsub.HubConfig{SlowConsumers: pubsub.SlowBlock, MaxBlock: fanOutTimeout})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ln, err := oneway.Listen("127.0.0.1:0", oneway.Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = h.Serve(context.Background(), ln) }()
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = h.Close(ctx)
+	})
+	return h, ln.Addr().String()
+}
+
+// benchPubsubFanOut: FTSL pubsub, N subscribers each on its own client (its own session), a
+// handler per subscription that returns nil (confirming each message), one publisher. At AckNone
+// the timer stops when every subscriber has every message; at AckProcessed when the publisher
+// has every outcome, each counting every subscriber as having processed the message.
+func benchPubsubFanOut(b *testing.B, _ *pubsub.Hub, addr string, subscribers int, level pubsub.AckLevel) {
+	ctx := context.Background()
+	t := newFanOutTally(subscribers, b.N)
+	subject := fmt.Sprintf("ftsl.bench.fanout.%d", fanOutRound.Add(1))
+	dial := func() *pubsub.Client {
+		c, err := pubsub.Dial(ctx, addr, pubsub.Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Abort(); <-c.Done() })
+		return c
+	}
+	for i := range subscribers {
+		c := dial()
+		_, err := c.Subscribe(subject, func(_ context.Context, m *pubsub.Msg) error {
+			if len(m.Data) != fanOutPayloadSize {
+				t.fail(fmt.Errorf("subscriber %d: got %d bytes, want %d", i, len(m.Data), fanOutPayloadSize))
+				return nil
+			}
+			switch n := t.got(i); {
+			case n == t.want:
+				t.complete()
+			case n > t.want:
+				t.fail(fmt.Errorf("subscriber %d: got %d messages, want %d", i, n, t.want))
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	pub := dial()
+	payload := benchPayload(fanOutPayloadSize)
+	var last *pubsub.Ticket
+	var outcomes sync.WaitGroup
+	var bad atomic.Int64
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		tk, err := pub.Publish(ctx, subject, payload, level)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if level == pubsub.AckProcessed {
+			outcomes.Add(1)
+			go func() { // (one goroutine per ticket is the benchmark's, not the library's)
+				defer outcomes.Done()
+				if out, err := tk.Wait(ctx); err != nil || out.Processed != subscribers {
+					bad.Add(1)
+				}
+			}()
+		}
+		last = tk
+	}
+	if _, err := last.Wait(ctx); err != nil {
+		b.Fatal(err)
+	}
+	t.wait(b)
+	outcomes.Wait()
+	b.StopTimer()
+	if n := bad.Load(); n > 0 {
+		b.Fatalf("%d outcomes were not all processed", n)
+	}
+	reportDeliveries(b, subscribers)
 }
 
 // runFanOut runs bench as <system>/N=1, N=10 and N=100 under b.

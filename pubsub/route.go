@@ -1,0 +1,215 @@
+package pubsub
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+
+	"github.com/ftsl-go/ftsl/events"
+	"github.com/ftsl-go/ftsl/oneway"
+	"github.com/ftsl-go/ftsl/pubsub/internal/subjects"
+	"github.com/ftsl-go/ftsl/pubsub/internal/wire"
+)
+
+// minSharedPayload is the payload size from which the hub copies a payload once and lets every
+// subscriber's session keep it by reference; below it each session copies it, which is cheaper.
+const minSharedPayload = 1 << 10
+
+// route sends publish p from member pub to every subscription whose pattern matches its
+// subject, once to each plain subscription and once to each queue group. With AckDelivered or
+// AckProcessed it follows every share and tells the publisher the outcome. It runs on the
+// publisher's session reader, so a publisher's messages go out in the order it sent them.
+func (h *Hub) route(pub *member, p wire.Pub) error {
+	if err := subjects.ValidatePublish(p.Subject, h.cfg.MaxSubjectLength); err != nil {
+		return refuse{ErrInvalidSubject, err.Error()}
+	}
+	if p.Level > uint8(oneway.AckProcessed) {
+		return errors.New("bad ack level")
+	}
+	reply := strings.HasPrefix(p.Subject, inboxPrefix) // answers to requests go through
+	if !reply && pub.rules.pub != nil && !pub.rules.pub.CanPublish(p.Subject) {
+		h.event(events.PermissionDenied, pub.id, p.Subject, ErrPermission)
+		return refuse{ErrPermission, "publish to " + p.Subject}
+	}
+	res := h.index.Match(p.Subject)
+	payload := p.Payload
+	if len(payload) >= minSharedPayload {
+		// The payload lives in the publisher's received buffer, given back once this publish is
+		// confirmed: copy it once, and every subscriber's session keeps that copy by reference.
+		payload = bytes.Clone(payload)
+	}
+	level := oneway.AckLevel(p.Level)
+	var ps *pubState
+	if level != oneway.AckNone {
+		ps = &pubState{pub: pub, pubID: p.PubID, level: level, subject: p.Subject, remaining: 1}
+	}
+	r := router{h: h, pub: pub, ps: ps, subject: p.Subject, reply: p.Reply, payload: payload, level: level,
+		hdr: pub.hdr[:0]}
+	defer func() { pub.hdr = r.hdr }()
+	for _, e := range res.Plain {
+		if sub := e.Value; sub.deliverable(p.Subject) {
+			r.deliver(sub, nil)
+		}
+	}
+	for _, g := range res.Groups {
+		if sub := h.pick(g, p.Subject, nil); sub != nil {
+			r.deliver(sub, &groupShare{name: g.Name})
+		}
+	}
+	if ps != nil {
+		ps.shareDone() // the share routing itself held: the outcome may be complete already
+	}
+	return nil
+}
+
+// pick chooses a member of queue group g for a message on subject, round robin, skipping
+// members that cannot take it and those in tried.
+func (h *Hub) pick(g subjects.Group[*hubSub], subject string, tried []*member) *hubSub {
+	e := g.Pick(h.rr.Add(1), func(e *subjects.Subscription[*hubSub]) bool {
+		for _, m := range tried {
+			if e.Value.m == m {
+				return false
+			}
+		}
+		return e.Value.deliverable(subject)
+	})
+	if e == nil {
+		return nil
+	}
+	return e.Value
+}
+
+// router sends one publish to its subscriptions.
+type router struct {
+	h       *Hub
+	pub     *member
+	ps      *pubState // nil at AckNone: nothing is followed
+	subject string
+	reply   string
+	payload []byte
+	level   oneway.AckLevel
+	hdr     []byte // scratch for each subscriber's header, copied by its session at once
+}
+
+// groupShare follows a queue group's share: the members tried, so a failure goes to another.
+type groupShare struct {
+	name  string
+	tried []*member
+}
+
+// deliver sends the message to sub, following its share if the publish asks for an outcome.
+func (r *router) deliver(sub *hubSub, g *groupShare) {
+	m := sub.m
+	if r.ps != nil {
+		r.ps.matched(g == nil || len(g.tried) == 0)
+	}
+	// The header is the subscriber's own (its subscription ID); the payload is shared.
+	r.hdr = wire.AppendMsgHeader(r.hdr[:0], sub.sid, r.subject, r.reply, r.pub.identity)
+	hdr := r.hdr
+	tk, err := m.sess.TrySendShared(hdr, r.payload, r.level)
+	if errors.Is(err, ErrBufferFull) && r.h.cfg.SlowConsumers == SlowBlock {
+		ctx, cancel := context.WithTimeout(r.h.ctx, r.h.cfg.MaxBlock)
+		tk, err = m.sess.SendShared(ctx, hdr, r.payload, r.level)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = ErrBufferFull
+		}
+	}
+	if err != nil {
+		if errors.Is(err, ErrBufferFull) {
+			err = ErrSlowConsumer
+			r.h.event(events.SlowConsumer, m.id, r.subject, err)
+			m.noteMissed(sub)
+		} else {
+			err = sessionError(err)
+		}
+		r.shareEnded(sub, g, oneway.StatusFailed, err)
+		return
+	}
+	if r.ps != nil {
+		rr := *r // the router outlives this call in the ticket's function
+		rr.hdr = nil // (the scratch stays the publisher's)
+		tk.OnEnd(func(tk *oneway.Ticket) { rr.shareEnded(sub, g, tk.Status(), tk.Err()) })
+	}
+}
+
+// shareEnded records what became of the share of sub: a failed queue-group share goes to another
+// member if one is left.
+func (r *router) shareEnded(sub *hubSub, g *groupShare, st oneway.Status, err error) {
+	ps := r.ps
+	if ps == nil {
+		return
+	}
+	if st == oneway.StatusFailed && g != nil {
+		g.tried = append(g.tried, sub.m)
+		for _, gr := range r.h.index.Match(r.subject).Groups {
+			if gr.Name == g.name {
+				if next := r.h.pick(gr, r.subject, g.tried); next != nil {
+					r.deliver(next, g) // the share goes on, with the same count
+					return
+				}
+			}
+		}
+	}
+	ps.ended(sub, st, err)
+}
+
+// pubState follows one publish that asked for an outcome, until every matched share ended.
+type pubState struct {
+	pub     *member
+	pubID   uint64
+	level   oneway.AckLevel
+	subject string
+
+	mu        sync.Mutex
+	remaining int // shares not ended, and 1 while routing goes on
+	out       wire.Outcome
+}
+
+// matched counts a share begun; first is false for a queue group's share going to another member.
+func (ps *pubState) matched(first bool) {
+	ps.mu.Lock()
+	if first {
+		ps.out.Matched++
+	}
+	ps.remaining++
+	ps.mu.Unlock()
+}
+
+// ended records a share's end, by its ticket's status.
+func (ps *pubState) ended(sub *hubSub, st oneway.Status, err error) {
+	ps.mu.Lock()
+	switch st {
+	case oneway.StatusDelivered:
+		ps.out.Delivered++
+	case oneway.StatusProcessed:
+		ps.out.Delivered++
+		ps.out.Processed++
+	default:
+		var rej *oneway.RejectedError
+		reason := ""
+		if errors.As(err, &rej) {
+			ps.out.Delivered++ // its application had it, and failed it
+			reason = rej.Reason
+		} else if err != nil {
+			reason = strings.TrimPrefix(sessionError(err).Error(), "ftsl: ")
+		}
+		ps.out.Failures = append(ps.out.Failures, wire.Failure{Subscriber: sub.m.identity, Reason: reason})
+	}
+	ps.mu.Unlock()
+	ps.shareDone()
+}
+
+// shareDone counts one share (or the routing) done; the last one sends the outcome.
+func (ps *pubState) shareDone() {
+	ps.mu.Lock()
+	ps.remaining--
+	done := ps.remaining == 0
+	ps.mu.Unlock()
+	if done {
+		ps.out.PubID = ps.pubID
+		ps.pub.send(wire.AppendOutcome(nil, ps.out))
+	}
+}

@@ -129,7 +129,7 @@ func (r *router) deliver(sub *hubSub, g *groupShare) {
 		return
 	}
 	if r.ps != nil {
-		rr := *r // the router outlives this call in the ticket's function
+		rr := *r     // the router outlives this call in the ticket's function
 		rr.hdr = nil // (the scratch stays the publisher's)
 		tk.OnEnd(func(tk *oneway.Ticket) { rr.shareEnded(sub, g, tk.Status(), tk.Err()) })
 	}

@@ -82,9 +82,9 @@ type Msg struct {
 
 // Outcome is OUTCOME.
 type Outcome struct {
-	PubID                        uint64
+	PubID                         uint64
 	Matched, Delivered, Processed uint64
-	Failures                     []Failure
+	Failures                      []Failure
 }
 
 // Failure is one subscriber's failed share of a publish.

@@ -17,7 +17,7 @@ func testCtx(t testing.TB) context.Context { return testkit.Ctx(t) }
 
 // testHub starts a hub on loopback and closes it, checking for leaked goroutines, when the test
 // ends.
-func testHub(t *testing.T, cfg HubConfig) *Hub {
+func testHub(t *testing.T, cfg HubConfig) *testedHub {
 	t.Helper()
 	base := runtime.NumGoroutine()
 	h, err := NewHub(cfg)
@@ -30,6 +30,7 @@ func testHub(t *testing.T, cfg HubConfig) *Hub {
 	}
 	served := make(chan error, 1)
 	go func() { served <- h.Serve(context.Background(), ln) }()
+	th := &testedHub{Hub: h, addr: ln.Addr().String()}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -41,13 +42,19 @@ func testHub(t *testing.T, cfg HubConfig) *Hub {
 		}
 		testkit.CheckGoroutines(t, base)
 	})
-	return h
+	return th
+}
+
+// testedHub is a hub under test and the address it serves.
+type testedHub struct {
+	*Hub
+	addr string
 }
 
 // dial connects a client to h, closed when the test ends.
-func dial(t *testing.T, h *Hub, cfg Config) *Client {
+func dial(t *testing.T, h *testedHub, cfg Config) *Client {
 	t.Helper()
-	c, err := Dial(testCtx(t), h.Addr().String(), cfg)
+	c, err := Dial(testCtx(t), h.addr, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,5 +123,64 @@ func TestPublishSubscribe(t *testing.T) {
 		if g := fmt.Sprint(got[name]); g != w {
 			t.Errorf("%s got %s\nwant %s", name, g, w)
 		}
+	}
+}
+
+// TestQueueGroupAndRequest: a queue group shares messages among its members, each message to one;
+// a request gets the first answer; a request nobody hears fails at once.
+func TestQueueGroupAndRequest(t *testing.T) {
+	h := testHub(t, HubConfig{})
+	ctx := testCtx(t)
+	pub := dial(t, h, Config{Name: "pub"})
+	var mu sync.Mutex
+	counts := map[string]int{}
+	for _, name := range []string{"w1", "w2", "w3"} {
+		c := dial(t, h, Config{Name: name})
+		_, err := c.Subscribe("jobs.>", func(_ context.Context, m *Msg) error {
+			mu.Lock()
+			counts[name]++
+			mu.Unlock()
+			return nil
+		}, Queue("workers"))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 300
+	for i := 0; i < n; i++ {
+		tk, err := pub.Publish(ctx, "jobs.a", []byte{byte(i)}, AckProcessed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := tk.Wait(ctx); err != nil || out.Matched != 1 || out.Processed != 1 {
+			t.Fatalf("publish %d: %+v %v", i, out, err)
+		}
+	}
+	mu.Lock()
+	total := counts["w1"] + counts["w2"] + counts["w3"]
+	if total != n || counts["w1"] == 0 || counts["w2"] == 0 || counts["w3"] == 0 {
+		t.Errorf("the group's members got %v", counts)
+	}
+	mu.Unlock()
+
+	responder := dial(t, h, Config{Name: "time"})
+	_, err := responder.Subscribe("time.now", func(ctx context.Context, m *Msg) error {
+		return m.Respond(ctx, []byte("noon, asked "+string(m.Data)))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, err := pub.Request(ctx, "time.now", []byte("politely"))
+	if err != nil || string(ans.Data) != "noon, asked politely" || ans.Publisher != "time" {
+		t.Fatalf("request: %v %v", ans, err)
+	}
+	if _, err := pub.Request(ctx, "time.never", nil); !errors.Is(err, ErrNoResponders) {
+		t.Fatalf("request nobody hears: %v", err)
+	}
+	if _, err := pub.Publish(ctx, "bad..subject", nil, AckNone); !errors.Is(err, ErrInvalidSubject) {
+		t.Fatalf("invalid subject: %v", err)
+	}
+	if _, err := pub.Subscribe("a.>.b", func(context.Context, *Msg) error { return nil }); !errors.Is(err, ErrInvalidSubject) {
+		t.Fatalf("invalid pattern: %v", err)
 	}
 }

@@ -147,7 +147,8 @@ func (r *router) shareEnded(sub *hubSub, g *groupShare, st oneway.Status, err er
 		for _, gr := range r.h.index.Match(r.subject).Groups {
 			if gr.Name == g.name {
 				if next := r.h.pick(gr, r.subject, g.tried); next != nil {
-					r.deliver(next, g) // the share goes on, with the same count
+					r.deliver(next, g) // the share goes on, counted as the same match
+					ps.shareDone()     // (deliver counted the new attempt; this one is over)
 					return
 				}
 			}

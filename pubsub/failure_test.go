@@ -1,0 +1,117 @@
+package pubsub
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ftsl-go/ftsl/core"
+	"github.com/ftsl-go/ftsl/internal/faultnet"
+	"github.com/ftsl-go/ftsl/oneway"
+)
+
+// TestFailingSubscriberAndReroute: a subscriber that always fails a message is tried
+// MaxAttempts times, then the outcome lists it with its reason; in a queue group, a member that
+// fails a message for good hands it to another member, and the outcome shows only the success.
+func TestFailingSubscriberAndReroute(t *testing.T) {
+	h := testHub(t, HubConfig{})
+	ctx := testCtx(t)
+	pub := dial(t, h, Config{Name: "pub"})
+	bad := dial(t, h, Config{Name: "bad"})
+	var tries atomic.Int64
+	if _, err := bad.Subscribe("audit", func(context.Context, *Msg) error {
+		tries.Add(1)
+		return errors.New("disk full")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	tk, _ := pub.Publish(ctx, "audit", []byte("x"), AckProcessed)
+	out, err := tk.Wait(ctx)
+	var oe *OutcomeError
+	if !errors.As(err, &oe) || out.Matched != 1 || out.Failed != 1 || out.Failures[0].Subscriber != "bad" ||
+		out.Failures[0].Reason != "disk full" || tk.Status() != StatusFailed {
+		t.Fatalf("outcome %+v, %v", out, err)
+	}
+	if n := tries.Load(); n != oneway.DefaultMaxAttempts {
+		t.Fatalf("the handler was tried %d times, want %d", n, oneway.DefaultMaxAttempts)
+	}
+
+	// A queue group where one member always fails: every message ends processed by the other.
+	var good atomic.Int64
+	flaky := dial(t, h, Config{Name: "flaky"})
+	steady := dial(t, h, Config{Name: "steady"})
+	if _, err := flaky.Subscribe("jobs", func(context.Context, *Msg) error { return errors.New("flaky") }, Queue("q")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := steady.Subscribe("jobs", func(context.Context, *Msg) error { good.Add(1); return nil }, Queue("q")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		tk, _ := pub.Publish(ctx, "jobs", []byte{byte(i)}, AckProcessed)
+		if out, err := tk.Wait(ctx); err != nil || out.Matched != 1 || out.Processed != 1 || out.Failed != 0 {
+			t.Fatalf("job %d: %+v %v", i, out, err)
+		}
+	}
+	if good.Load() != 20 {
+		t.Fatalf("steady processed %d of 20", good.Load())
+	}
+}
+
+// TestLostSubscriber: a subscriber whose session is lost (it never came back within the hub's
+// ResumeWindow) fails its pending shares with ErrSessionLost, and its subscriptions go; a queue
+// group's share goes to another member.
+func TestLostSubscriber(t *testing.T) {
+	h := testHub(t, HubConfig{Session: oneway.Config{Core: core.Config{ResumeWindow: 300 * time.Millisecond}}})
+	ctx := testCtx(t)
+	px, err := faultnet.NewProxy(h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer px.Close()
+	pub := dial(t, h, Config{Name: "pub"})
+	// The doomed subscriber comes through the proxy and holds what it gets.
+	doomed, err := Dial(ctx, px.Addr(), Config{Name: "doomed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { doomed.Abort(); <-doomed.Done() }()
+	holding := make(chan *Msg, 10)
+	if _, err := doomed.SubscribeChan("news", holding); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := doomed.SubscribeChan("work", holding, Queue("q")); err != nil {
+		t.Fatal(err)
+	}
+	var worked atomic.Int64
+	other := dial(t, h, Config{Name: "other"})
+	if _, err := other.Subscribe("work", func(context.Context, *Msg) error { worked.Add(1); return nil }, Queue("q")); err != nil {
+		t.Fatal(err)
+	}
+	news, _ := pub.Publish(ctx, "news", []byte("n"), AckProcessed)
+	<-holding // doomed has it, and will never confirm
+	// Publish work until one goes to the doomed member (the group picks round robin).
+	var work *Ticket
+	for i := 0; work == nil; i++ {
+		tk, _ := pub.Publish(ctx, "work", []byte{byte(i)}, AckProcessed)
+		select {
+		case <-holding:
+			work = tk
+		case <-tk.Done():
+		}
+	}
+	px.Refuse(true)
+	px.KillAll()
+	out, err := news.Wait(ctx)
+	if !errors.Is(err, ErrSessionLost) || out.Failed != 1 || out.Failures[0].Subscriber != "doomed" {
+		t.Fatalf("news: %+v %v, want the doomed subscriber's share lost", out, err)
+	}
+	if out, err := work.Wait(ctx); err != nil || out.Processed != 1 {
+		t.Fatalf("work held by the lost member: %+v %v, want it processed by the other", out, err)
+	}
+	tk, _ := pub.Publish(ctx, "news", []byte("again"), AckProcessed)
+	if out, err := tk.Wait(ctx); err != nil || out.Matched != 0 {
+		t.Fatalf("after the loss: %+v %v, want nobody matched", out, err)
+	}
+}

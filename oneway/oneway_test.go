@@ -1,6 +1,7 @@
 package oneway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -252,6 +253,39 @@ func TestAlwaysFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	if st, err := next.Wait(ctx); st != StatusProcessed || err != nil {
+		t.Fatalf("next ticket: %v %v", st, err)
+	}
+}
+
+// TestRefuse: a refused message fails at its first attempt, with no redelivery.
+func TestRefuse(t *testing.T) {
+	p := newPair(t, false, Config{}, Config{MaxAttempts: 4})
+	ctx := testCtx(t)
+	tk, _ := p.client.Send(ctx, []byte("poison"), AckProcessed)
+	next, _ := p.client.Send(ctx, []byte("next"), AckNone)
+	d, err := p.server.Recv(ctx)
+	if err != nil || d.ID != 1 {
+		t.Fatalf("first: %+v %v", d, err)
+	}
+	if err := d.Refuse(errors.New("malformed")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Refuse(nil); !errors.Is(err, ErrNotCurrent) {
+		t.Fatalf("second Refuse: %v", err)
+	}
+	st, err := tk.Wait(ctx)
+	var rej *RejectedError
+	if st != StatusFailed || !errors.As(err, &rej) || rej.Reason != "malformed" {
+		t.Fatalf("ticket: %v %v", st, err)
+	}
+	d, err = p.server.Recv(ctx)
+	if err != nil || d.ID != 2 || d.Redelivered {
+		t.Fatalf("next message: %+v %v", d, err)
+	}
+	if err := d.Refuse(nil); err != nil { // at AckNone it only releases the message
+		t.Fatal(err)
+	}
+	if st, err := next.Wait(ctx); st == StatusFailed || err != nil {
 		t.Fatalf("next ticket: %v %v", st, err)
 	}
 }
@@ -521,5 +555,66 @@ func TestEventOrder(t *testing.T) {
 	}
 	if d := p.client.EventsDropped(); d != 0 {
 		t.Fatalf("%d events dropped", d)
+	}
+}
+
+// TestPostShared: messages posted without tickets interleave with ticketed ones over connection
+// kills; every message arrives once and in order, and every ticket ends with its own status.
+func TestPostShared(t *testing.T) {
+	p := newPair(t, true, Config{}, Config{})
+	ctx := testCtx(t)
+	const n = 3000
+	got := make(chan []byte, n)
+	_ = p.server.Handle(func(_ context.Context, d *Delivery) error {
+		got <- bytes.Clone(d.Data)
+		return nil
+	})
+	shared := []byte("-body")
+	var tks []*Ticket
+	for i := 0; i < n; i++ {
+		prefix := []byte(fmt.Sprint(i))
+		if i%3 == 0 {
+			tk, err := p.client.SendShared(ctx, prefix, shared, AckProcessed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tks = append(tks, tk)
+		} else {
+			for {
+				err := p.client.PostShared(prefix, shared)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, ErrBufferFull) {
+					t.Fatal(err)
+				}
+				runtime.Gosched() // the test's own back-off: PostShared never waits
+			}
+		}
+		if i%500 == 250 {
+			p.proxy.KillAll()
+		}
+	}
+	for i := 0; i < n; i++ {
+		select {
+		case m := <-got:
+			if want := fmt.Sprint(i) + "-body"; string(m) != want {
+				t.Fatalf("message %d is %q, want %q", i, m, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("only %d of %d messages arrived", i, n)
+		}
+	}
+	for _, tk := range tks {
+		st, err := tk.Wait(ctx)
+		if st != StatusProcessed || err != nil {
+			t.Fatalf("ticket %d: %v %v", tk.ID(), st, err)
+		}
+	}
+	if err := p.client.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.client.PostShared(nil, shared); !errors.Is(err, ErrSessionClosed) {
+		t.Fatalf("PostShared after Close: %v", err)
 	}
 }

@@ -69,6 +69,25 @@ func (d *Delivery) Reject(reason error) error {
 	return s.failLocked(d, reason)
 }
 
+// Refuse fails the message for good, whatever attempt this is: it is not delivered again, and
+// the sender's ticket fails with reason now. It is for a message that no attempt can process:
+// malformed, or refused by a rule. Reject is for a failure another attempt may not repeat.
+func (d *Delivery) Refuse(reason error) error {
+	if reason == nil {
+		reason = errors.New("refused")
+	}
+	s := d.s
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	if err := d.takeLocked(); err != nil {
+		return err
+	}
+	if d.Level != AckProcessed {
+		reason = nil // no one is waiting to hear
+	}
+	return s.cs.Settle(d.ID, reason)
+}
+
 // takeLocked closes d, or says why it cannot be settled.
 func (d *Delivery) takeLocked() error {
 	if !d.open {

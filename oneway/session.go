@@ -183,17 +183,29 @@ func (s *Session) TrySendShared(prefix, shared []byte, level AckLevel) (*Ticket,
 // send queues data: it waits for room (and for its turn among senders) only if block, and keeps
 // data by reference if shared.
 func (s *Session) send(ctx context.Context, prefix, data []byte, level AckLevel, block, shared bool) (*Ticket, error) {
-	if block {
+	return s.sendTicket(ctx, prefix, data, level, block, shared, true)
+}
+
+// PostShared is TrySendShared at AckNone without a ticket: fire and forget, for a sender that
+// follows nothing (a pubsub hub fanning out a message nobody asked to hear about), so it pays
+// for no ticket at all.
+func (s *Session) PostShared(prefix, shared []byte) error {
+	_, err := s.sendTicket(context.Background(), prefix, shared, AckNone, false, true, false)
+	return err
+}
+
+// sendTicket is send, making a ticket only if ticket.
+func (s *Session) sendTicket(ctx context.Context, prefix, data []byte, level AckLevel, block, shared, ticket bool) (*Ticket, error) {
+	select {
+	case s.sendSem <- struct{}{}: // no other sender: the common case, without a select
+	default:
+		if !block {
+			return nil, fmt.Errorf("%w: another Send is waiting for room", ErrBufferFull)
+		}
 		select {
 		case s.sendSem <- struct{}{}:
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		}
-	} else {
-		select {
-		case s.sendSem <- struct{}{}:
-		default:
-			return nil, fmt.Errorf("%w: another Send is waiting for room", ErrBufferFull)
 		}
 	}
 	defer func() { <-s.sendSem }()
@@ -205,9 +217,13 @@ func (s *Session) send(ctx context.Context, prefix, data []byte, level AckLevel,
 		s.mu.Unlock()
 		return nil, err
 	}
-	t := &Ticket{mid: s.tq.tail, level: level}
-	s.tq.push(t)
-	s.outstanding++
+	want := s.tq.tail
+	var t *Ticket
+	if ticket {
+		t = &Ticket{mid: want, level: level}
+		s.outstanding++
+	}
+	s.tq.push(t) // nil without a ticket: the queue still has a slot per message ID
 	s.mu.Unlock()
 
 	var mid uint64
@@ -225,15 +241,15 @@ func (s *Session) send(ctx context.Context, prefix, data []byte, level AckLevel,
 			mid, err = s.cs.SendParts(ctx, prefix, data, level)
 		}
 	}
-	if err == nil && mid != t.mid {
-		err = fmt.Errorf("ftsl: message ID %d, expected %d: is someone else sending on the core session?", mid, t.mid)
+	if err == nil && mid != want {
+		err = fmt.Errorf("ftsl: message ID %d, expected %d: is someone else sending on the core session?", mid, want)
 	}
 	if err != nil {
 		s.mu.Lock()
-		if s.tq.tail == t.mid+1 && s.tq.at(t.mid) == t {
+		if s.tq.tail == want+1 && s.tq.at(want) == t {
 			s.tq.pop()
 		}
-		if !t.ended() {
+		if t != nil && !t.ended() {
 			s.endTicketLocked(t, StatusFailed, err)
 		}
 		s.checkDrainedLocked()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ftsl-go/ftsl/core"
+	"github.com/ftsl-go/ftsl/events"
 	"github.com/ftsl-go/ftsl/internal/faultnet"
 	"github.com/ftsl-go/ftsl/oneway"
 )
@@ -113,5 +114,37 @@ func TestLostSubscriber(t *testing.T) {
 	tk, _ := pub.Publish(ctx, "news", []byte("again"), AckProcessed)
 	if out, err := tk.Wait(ctx); err != nil || out.Matched != 0 {
 		t.Fatalf("after the loss: %+v %v, want nobody matched", out, err)
+	}
+}
+
+// TestRefusalIsFinal: a refused publish or subscribe fails at once, refused once, not retried
+// until the session's attempts run out.
+func TestRefusalIsFinal(t *testing.T) {
+	var denied atomic.Int64
+	h := testHub(t, HubConfig{
+		Session: oneway.Config{MaxAttempts: 5},
+		Authenticate: func(context.Context, ConnectInfo) (*Permissions, error) {
+			return &Permissions{Publish: Rules{Deny: []string{"secret.>"}}, Subscribe: Rules{Deny: []string{"secret.>"}}}, nil
+		},
+	})
+	h.OnEvent(func(e events.Event) {
+		if e.Kind == events.PermissionDenied {
+			denied.Add(1)
+		}
+	})
+	ctx := testCtx(t)
+	c := dial(t, h, Config{})
+	tk, err := c.Publish(ctx, "secret.plans", []byte("x"), AckProcessed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tk.Wait(ctx); !errors.Is(err, ErrPermission) {
+		t.Fatalf("publish: %v", err)
+	}
+	if _, err := c.Subscribe("secret.*", func(context.Context, *Msg) error { return nil }); !errors.Is(err, ErrPermission) {
+		t.Fatalf("subscribe: %v", err)
+	}
+	if n := denied.Load(); n != 2 {
+		t.Fatalf("%d refusals at the hub, want 2 (one each)", n)
 	}
 }

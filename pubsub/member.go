@@ -66,7 +66,7 @@ func (m *member) drain() {
 			return
 		}
 		if err := m.handle(d); err != nil {
-			_ = d.Reject(err)
+			_ = d.Refuse(err) // a refusal is for good: the same request would be refused again
 		} else {
 			_ = d.Confirm()
 		}

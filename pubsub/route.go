@@ -108,7 +108,13 @@ func (r *router) deliver(sub *hubSub, g *groupShare) {
 	// The header is the subscriber's own (its subscription ID); the payload is shared.
 	r.hdr = wire.AppendMsgHeader(r.hdr[:0], sub.sid, r.subject, r.reply, r.pub.identity)
 	hdr := r.hdr
-	tk, err := m.sess.TrySendShared(hdr, r.payload, r.level)
+	var tk *oneway.Ticket
+	var err error
+	if r.ps == nil {
+		err = m.sess.PostShared(hdr, r.payload) // nothing follows this share: no ticket to pay for
+	} else {
+		tk, err = m.sess.TrySendShared(hdr, r.payload, r.level)
+	}
 	if errors.Is(err, ErrBufferFull) && r.h.cfg.SlowConsumers == SlowBlock {
 		ctx, cancel := context.WithTimeout(r.h.ctx, r.h.cfg.MaxBlock)
 		tk, err = m.sess.SendShared(ctx, hdr, r.payload, r.level)

@@ -193,7 +193,7 @@ func (d *decoder) uvarint(what string) uint64 {
 	}
 	v, n := binary.Uvarint(d.b)
 	if n <= 0 {
-		d.fail(what + " missing or too long")
+		d.fail(what + ": missing or too long")
 		return 0
 	}
 	d.b = d.b[n:]
@@ -203,8 +203,11 @@ func (d *decoder) uvarint(what string) uint64 {
 // str reads a string field. intern, if not nil, turns the bytes into a string, so a caller can
 // reuse strings it has seen (subjects repeat) rather than allocate one per message.
 func (d *decoder) str(what string, intern func([]byte) string) string {
-	n := d.uvarint(what + " length")
+	n := d.uvarint(what) // (no string built here: this runs for every field of every message)
 	if d.err != nil {
+		return ""
+	}
+	if n == 0 {
 		return ""
 	}
 	if n > MaxString || n > uint64(len(d.b)) {

@@ -36,7 +36,9 @@ func chaosMessages() int {
 func chaosLevel(seq int) AckLevel { return AckLevel(seq % 3) }
 
 // chaosRejects says whether subscriber k fails publisher p's message seq for good (every attempt).
-func chaosRejects(k, p, seq int) bool { return chaosLevel(seq) == AckProcessed && (seq*7+k*3+p)%89 == 0 }
+func chaosRejects(k, p, seq int) bool {
+	return chaosLevel(seq) == AckProcessed && (seq*7+k*3+p)%89 == 0
+}
 
 // TestChaos: three publishers send to fifty subscribers at all three ack levels while a proxy
 // resets the connections of all of them at random, over a hundred times. Every subscriber must

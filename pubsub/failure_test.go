@@ -127,9 +127,13 @@ func TestRefusalIsFinal(t *testing.T) {
 			return &Permissions{Publish: Rules{Deny: []string{"secret.>"}}, Subscribe: Rules{Deny: []string{"secret.>"}}}, nil
 		},
 	})
+	marker := make(chan struct{})
 	h.OnEvent(func(e events.Event) {
-		if e.Kind == events.PermissionDenied {
+		switch {
+		case e.Kind == events.PermissionDenied:
 			denied.Add(1)
+		case e.Kind == events.Subscribed && e.Subject == "marker":
+			close(marker) // the hub's events come in order: every refusal was counted before
 		}
 	})
 	ctx := testCtx(t)
@@ -143,6 +147,14 @@ func TestRefusalIsFinal(t *testing.T) {
 	}
 	if _, err := c.Subscribe("secret.*", func(context.Context, *Msg) error { return nil }); !errors.Is(err, ErrPermission) {
 		t.Fatalf("subscribe: %v", err)
+	}
+	if _, err := c.Subscribe("marker", func(context.Context, *Msg) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-marker:
+	case <-ctx.Done():
+		t.Fatal("no Subscribed event")
 	}
 	if n := denied.Load(); n != 2 {
 		t.Fatalf("%d refusals at the hub, want 2 (one each)", n)

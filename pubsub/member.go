@@ -25,6 +25,8 @@ type member struct {
 	refused   bool
 	strings   map[string]string // subjects seen, so routing allocates no string per publish
 	hdr       []byte            // scratch for MSG headers
+	refusedID uint64            // the message last refused, and why: the session delivers a
+	refusal   error             // rejected message again, and a refusal is given, not redone
 
 	// Set once by CONNECT, read by everyone after.
 	identity string
@@ -65,7 +67,13 @@ func (m *member) drain() {
 		if !ok {
 			return
 		}
-		if err := m.handle(d); err != nil {
+		var err error
+		if d.Redelivered && d.ID == m.refusedID {
+			err = m.refusal
+		} else if err = m.handle(d); err != nil {
+			m.refusedID, m.refusal = d.ID, err
+		}
+		if err != nil {
 			_ = d.Reject(err)
 		} else {
 			_ = d.Confirm()

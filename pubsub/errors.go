@@ -53,6 +53,7 @@ var reasonErrors = []struct {
 	{"session lost", ErrSessionLost},
 	{"session closed", ErrSessionClosed},
 	{"unsubscribed", ErrUnsubscribed},
+	{"message too large", oneway.ErrMessageTooLarge},
 }
 
 // refusal is the reason a hub sends for err: its sentinel's words first.

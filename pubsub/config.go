@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/ftsl-go/ftsl/core"
 	"github.com/ftsl-go/ftsl/events"
 	"github.com/ftsl-go/ftsl/oneway"
 	"github.com/ftsl-go/ftsl/pubsub/internal/subjects"
@@ -29,7 +30,8 @@ type HubConfig struct {
 	// MaxSubscriptions bounds one client's subscriptions. Default 10,000.
 	MaxSubscriptions int
 
-	// MaxSubjectLength bounds a subject, pattern or queue name, in bytes. Default 256.
+	// MaxSubjectLength bounds a subject, pattern or queue name, in bytes. Default 256; at
+	// least 64, the room of a client's inbox subjects (_INBOX.<id>.<request>).
 	MaxSubjectLength int
 
 	// SlowConsumers says what happens when a subscriber's session cannot take a message now:
@@ -68,6 +70,11 @@ const (
 	// DefaultClientInFlight is a client session's MaxInFlight unless its Config says: the
 	// messages its subscriptions hold at once, all of them together.
 	DefaultClientInFlight = 4096
+
+	// minSubjectLength holds a client's inbox subjects: _INBOX., 24 hex digits, a dot and a
+	// request's number in base 36 (up to 13 digits) make 45 bytes. Under it, the hub would refuse
+	// every client's CONNECT (its inbox does not fit) as if it were not permitted.
+	minSubjectLength = 64
 )
 
 func (c HubConfig) withDefaults() (HubConfig, error) {
@@ -80,11 +87,14 @@ func (c HubConfig) withDefaults() (HubConfig, error) {
 	if c.MaxBlock == 0 {
 		c.MaxBlock = DefaultMaxBlock
 	}
+	if c.Session.Core.MaxMessageSize == 0 { // route checks messages against it
+		c.Session.Core.MaxMessageSize = core.DefaultMaxMessageSize
+	}
 	switch {
 	case c.MaxSubscriptions < 0:
 		return c, fmt.Errorf("ftsl: invalid HubConfig: MaxSubscriptions %d", c.MaxSubscriptions)
-	case c.MaxSubjectLength < 0 || c.MaxSubjectLength > 4096:
-		return c, fmt.Errorf("ftsl: invalid HubConfig: MaxSubjectLength %d outside [1, 4096]", c.MaxSubjectLength)
+	case c.MaxSubjectLength < minSubjectLength || c.MaxSubjectLength > 4096:
+		return c, fmt.Errorf("ftsl: invalid HubConfig: MaxSubjectLength %d outside [%d, 4096]", c.MaxSubjectLength, minSubjectLength)
 	case c.MaxBlock < 0:
 		return c, fmt.Errorf("ftsl: invalid HubConfig: MaxBlock %v", c.MaxBlock)
 	case c.SlowConsumers > SlowBlock:
@@ -146,7 +156,7 @@ type Config struct {
 	// Unsubscribe. Default 10 s.
 	Timeout time.Duration
 
-	// MaxSubjectLength is checked before a subject goes to the hub. Default 256.
+	// MaxSubjectLength is checked before a subject goes to the hub. Default 256; at least 64.
 	MaxSubjectLength int
 
 	// Events sizes the client's event dispatcher.
@@ -174,8 +184,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("ftsl: invalid pubsub Config: MaxPending %d", c.MaxPending)
 	case c.Timeout < 0:
 		return c, fmt.Errorf("ftsl: invalid pubsub Config: Timeout %v", c.Timeout)
-	case c.MaxSubjectLength < 0:
-		return c, fmt.Errorf("ftsl: invalid pubsub Config: MaxSubjectLength %d", c.MaxSubjectLength)
+	case c.MaxSubjectLength < minSubjectLength:
+		return c, fmt.Errorf("ftsl: invalid pubsub Config: MaxSubjectLength %d below %d", c.MaxSubjectLength, minSubjectLength)
 	}
 	return c, nil
 }

@@ -53,6 +53,7 @@ var reasonErrors = []struct {
 	{"session lost", ErrSessionLost},
 	{"session closed", ErrSessionClosed},
 	{"unsubscribed", ErrUnsubscribed},
+	{"message too large", oneway.ErrMessageTooLarge},
 }
 
 // refusal is the reason a hub sends for err: its sentinel's words first.
@@ -67,9 +68,11 @@ func refusal(sentinel error, detail string) string {
 // reasonError turns a reason received from the hub or a subscriber back into an error that
 // matches the sentinel its first words name, if any.
 func reasonError(reason string) error {
+	// A subscriber's reason is its error's whole text: Reject(ErrUnsubscribed) says "ftsl: ...".
+	words := strings.TrimPrefix(reason, "ftsl: ")
 	for _, r := range reasonErrors {
-		if strings.HasPrefix(reason, r.prefix) {
-			rest := strings.TrimPrefix(strings.TrimPrefix(reason, r.prefix), ": ")
+		if strings.HasPrefix(words, r.prefix) {
+			rest := strings.TrimPrefix(strings.TrimPrefix(words, r.prefix), ": ")
 			if rest == "" {
 				return r.err
 			}

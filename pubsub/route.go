@@ -3,7 +3,9 @@ package pubsub
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 
@@ -17,6 +19,9 @@ import (
 // subscriber's session keep it by reference; below it each session copies it, which is cheaper.
 const minSharedPayload = 1 << 10
 
+// maxMsgOverhead bounds a MSG's bytes besides its strings: the op, the sid, three lengths.
+const maxMsgOverhead = 1 + binary.MaxVarintLen64 + 3*binary.MaxVarintLen32
+
 // route sends publish p from member pub to every subscription whose pattern matches its
 // subject, once to each plain subscription and once to each queue group. With AckDelivered or
 // AckProcessed it follows every share and tells the publisher the outcome. It runs on the
@@ -27,6 +32,11 @@ func (h *Hub) route(pub *member, p wire.Pub) error {
 	}
 	if p.Level > uint8(oneway.AckProcessed) {
 		return errors.New("bad ack level")
+	}
+	// A subscriber's MSG carries the publisher's identity where the PUB had its ID and level: a
+	// message too big for the hub's sessions then is refused now, not lost at every subscriber.
+	if n := len(p.Payload) + len(p.Subject) + len(p.Reply) + len(pub.identity) + maxMsgOverhead; n > h.cfg.Session.Core.MaxMessageSize {
+		return refuse{ErrLimit, fmt.Sprintf("%d bytes as subscribers get it; the limit is %d", n, h.cfg.Session.Core.MaxMessageSize)}
 	}
 	reply := strings.HasPrefix(p.Subject, inboxPrefix) // answers to requests go through
 	if !reply && pub.rules.pub != nil && !pub.rules.pub.CanPublish(p.Subject) {

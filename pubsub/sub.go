@@ -190,10 +190,29 @@ func (s *Subscription) offer(m *Msg) {
 	if s.ch != nil {
 		target = s.ch
 	}
+	if s.ctx.Err() != nil { // a select with both ready would choose at random
+		_ = m.Reject(ErrUnsubscribed)
+		return
+	}
 	select {
 	case target <- m:
+		if s.ch == nil && s.ctx.Err() != nil {
+			s.rejectPending() // it ended meanwhile, and run may have emptied pending and gone
+		}
 	case <-s.ctx.Done():
 		_ = m.Reject(ErrUnsubscribed)
+	}
+}
+
+// rejectPending fails the messages waiting for the handler of a subscription that ended.
+func (s *Subscription) rejectPending() {
+	for {
+		select {
+		case m := <-s.pending:
+			_ = m.Reject(ErrUnsubscribed)
+		default:
+			return
+		}
 	}
 }
 
@@ -215,20 +234,18 @@ func (s *Subscription) run() {
 	for {
 		select {
 		case m := <-s.pending:
+			if s.ctx.Err() != nil { // ended, and select chose this case at random
+				_ = m.Reject(ErrUnsubscribed)
+				continue
+			}
 			if err := s.call(m); err != nil {
 				_ = m.Reject(err)
 			} else {
 				_ = m.Confirm()
 			}
 		case <-s.ctx.Done():
-			for {
-				select {
-				case m := <-s.pending:
-					_ = m.Reject(ErrUnsubscribed)
-				default:
-					return
-				}
-			}
+			s.rejectPending()
+			return
 		}
 	}
 }

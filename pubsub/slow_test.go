@@ -1,0 +1,213 @@
+package pubsub
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ftsl-go/ftsl/events"
+)
+
+// slowHubConfig gives the hub small sessions, so a subscriber that stops reading fills its share
+// of them in a few dozen messages.
+func slowHubConfig(policy SlowPolicy, maxBlock time.Duration) HubConfig {
+	var cfg HubConfig
+	cfg.SlowConsumers = policy
+	cfg.MaxBlock = maxBlock
+	cfg.Session.Core.MaxMessageSize = 4 << 10
+	cfg.Session.Core.SendBufferBytes = 32 << 10
+	cfg.Session.Core.ReceiveBufferBytes = 64 << 10
+	return cfg
+}
+
+// slowClientConfig is a client whose receive window holds a few messages.
+func slowClientConfig(name string) Config {
+	var cfg Config
+	cfg.Name = name
+	cfg.Session.Core.MaxMessageSize = 4 << 10
+	cfg.Session.Core.ReceiveBufferBytes = 8 << 10
+	return cfg
+}
+
+// numbered is message i of a slow-consumer test: its number, padded to 1000 bytes.
+func numbered(i int) []byte {
+	b := make([]byte, 1000)
+	copy(b, fmt.Sprintf("%d.", i))
+	return b
+}
+
+func numberOf(data []byte) int {
+	n, _ := strconv.Atoi(string(data[:strings.IndexByte(string(data), '.')]))
+	return n
+}
+
+// TestSlowConsumer: a subscriber that stops reading (a channel nobody reads) fills its buffers;
+// then its share of every publish fails at once with ErrSlowConsumer (SlowFail), or after the
+// publisher waited MaxBlock for room (SlowBlock), while a healthy subscriber gets everything.
+// The hub raises SlowConsumer for each; the slow client hears of it (a SlowConsumer event with
+// the count missed) once it reads again, and the messages it had buffered come through whole.
+func TestSlowConsumer(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		policy   SlowPolicy
+		maxBlock time.Duration
+	}{
+		{"SlowFail", SlowFail, 0},
+		{"SlowBlock", SlowBlock, 20 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := testHub(t, slowHubConfig(tc.policy, tc.maxBlock))
+			hubLog := watchEvents(h.OnEvent)
+			ctx := testCtx(t)
+			pub := dial(t, h, Config{Name: "pub"})
+			healthy := dial(t, h, Config{Name: "healthy"})
+			rec := newRecorder()
+			if _, err := healthy.Subscribe("feed", rec.handle); err != nil {
+				t.Fatal(err)
+			}
+			slow := dial(t, h, slowClientConfig("slow"))
+			slowLog := watchEvents(slow.OnEvent)
+			unread := make(chan *Msg)
+			if _, err := slow.SubscribeChan("feed", unread); err != nil {
+				t.Fatal(err)
+			}
+
+			// One at a time, as the healthy subscriber takes them: it is never the slow one.
+			// The slow one's buffers hold about 40 (8 KiB of its window, 32 KiB at the hub).
+			const n = 60
+			tickets := make([]*Ticket, n+1)
+			sentAt := make([]time.Time, n+1)
+			for i := 1; i <= n; i++ {
+				sentAt[i] = time.Now()
+				tk, err := pub.Publish(ctx, "feed", numbered(i), AckProcessed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tickets[i] = tk
+				rec.waitFor(t, i)
+			}
+			barrier(t, hubLog, pub)
+			slowEvents := hubLog.all(events.SlowConsumer, "feed")
+			missed := len(slowEvents)
+			kept := n - missed
+			if missed == 0 || kept == 0 {
+				t.Fatalf("%d of %d messages missed: the buffers are not what this test assumes", missed, n)
+			}
+			for _, e := range slowEvents {
+				if e.Session != slow.sess.ID() || !errors.Is(e.Err, ErrSlowConsumer) {
+					t.Errorf("hub event %v: not the slow client's, or not ErrSlowConsumer", e)
+				}
+			}
+			// The buffers fill, and stay full: the slow subscriber kept the first messages and
+			// missed every later one, whose outcomes the publisher has without waiting for it.
+			for i := kept + 1; i <= n; i++ {
+				out, err := tickets[i].Wait(ctx)
+				if !errors.Is(err, ErrSlowConsumer) || out.Matched != 2 || out.Delivered != 1 || out.Processed != 1 ||
+					len(out.Failures) != 1 || out.Failures[0].Subscriber != "slow" {
+					t.Errorf("publish %d: %+v, %v; want the slow consumer's failure", i, out, err)
+				}
+				if waited := time.Since(sentAt[i]); tc.policy == SlowBlock && waited < tc.maxBlock {
+					t.Errorf("publish %d failed after %v, under MaxBlock %v", i, waited, tc.maxBlock)
+				}
+			}
+			for i := 1; i <= kept; i++ {
+				select {
+				case <-tickets[i].Done():
+					out, err := tickets[i].Wait(ctx)
+					t.Errorf("publish %d ended before the slow subscriber read it: %+v, %v", i, out, err)
+				default:
+				}
+			}
+
+			// It reads again: it gets what it kept, in order, and hears how many it missed.
+			for i := 1; i <= kept; i++ {
+				select {
+				case m := <-unread:
+					if got := numberOf(m.Data); got != i {
+						t.Fatalf("the slow subscriber's message %d is %d", i, got)
+					}
+					if err := m.Confirm(); err != nil {
+						t.Fatal(err)
+					}
+				case <-ctx.Done():
+					t.Fatalf("the slow subscriber got %d of the %d messages it kept", i-1, kept)
+				}
+			}
+			for i := 1; i <= kept; i++ {
+				out, err := tickets[i].Wait(ctx)
+				if err != nil || out.Matched != 2 || out.Processed != 2 {
+					t.Errorf("publish %d: %+v, %v; want processed by both", i, out, err)
+				}
+			}
+			told := 0
+			for seen := 1; told < missed; seen++ {
+				told = 0
+				for _, e := range slowLog.wait(t, events.SlowConsumer, "feed", seen) {
+					var k int
+					if !errors.Is(e.Err, ErrSlowConsumer) {
+						t.Fatalf("client event %v does not match ErrSlowConsumer", e)
+					}
+					if _, err := fmt.Sscanf(e.Err.Error(), "ftsl: slow consumer: %d messages missed", &k); err != nil {
+						t.Fatalf("client event %v: %v", e, err)
+					}
+					told += k
+				}
+			}
+			if told != missed {
+				t.Errorf("the slow client was told of %d missed messages, the hub counted %d", told, missed)
+			}
+			if got := len(rec.messages()); got != n {
+				t.Errorf("the healthy subscriber got %d of %d", got, n)
+			}
+			select {
+			case m := <-unread:
+				t.Errorf("the slow subscriber got message %d, which it missed", numberOf(m.Data))
+			default:
+			}
+		})
+	}
+}
+
+// TestSlowBlockRidesOut: under SlowBlock a subscriber that falls behind but reads on loses
+// nothing: the hub waits for its room (up to MaxBlock) instead of failing its share.
+func TestSlowBlockRidesOut(t *testing.T) {
+	h := testHub(t, slowHubConfig(SlowBlock, 10*time.Second))
+	hubLog := watchEvents(h.OnEvent)
+	ctx := testCtx(t)
+	pub := dial(t, h, Config{Name: "pub"})
+	lagging := dial(t, h, slowClientConfig("lagging"))
+	ch := make(chan *Msg)
+	if _, err := lagging.SubscribeChan("feed", ch); err != nil {
+		t.Fatal(err)
+	}
+	const n = 200 // 200 KB: five times what the lagging subscriber's buffers hold
+	tickets := make([]*Ticket, 0, n)
+	for i := 1; i <= n; i++ {
+		tk, err := pub.Publish(ctx, "feed", numbered(i), AckProcessed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tickets = append(tickets, tk)
+	}
+	for i := 1; i <= n; i++ {
+		m := <-ch
+		if got := numberOf(m.Data); got != i {
+			t.Fatalf("message %d is %d", i, got)
+		}
+		if err := m.Confirm(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, tk := range tickets {
+		if out, err := tk.Wait(ctx); err != nil || out.Processed != 1 {
+			t.Errorf("publish %d: %+v, %v", i+1, out, err)
+		}
+	}
+	barrier(t, hubLog, pub)
+	if evs := hubLog.all(events.SlowConsumer, ""); len(evs) != 0 {
+		t.Errorf("hub raised %d SlowConsumer events", len(evs))
+	}
+}

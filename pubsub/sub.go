@@ -64,7 +64,7 @@ type Subscription struct {
 	queue   string
 	handler func(context.Context, *Msg) error
 	ch      chan<- *Msg // SubscribeChan's
-	pending chan *Msg   // waiting for the handler
+	inbox   *msgQueue   // waiting for the handler
 	ctx     context.Context
 	cancel  context.CancelFunc
 
@@ -123,7 +123,7 @@ func (c *Client) subscribe(pattern string, handler func(context.Context, *Msg) e
 	}
 	s := &Subscription{c: c, subject: pattern, queue: o.queue, handler: handler, ch: ch}
 	if handler != nil {
-		s.pending = make(chan *Msg, c.cfg.MaxPending)
+		s.inbox = newMsgQueue(c.cfg.MaxPending)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	c.mu.Lock()
@@ -186,37 +186,25 @@ func (s *Subscription) Unsubscribe() error {
 
 // offer hands m to the subscription (the dispatcher's call), waiting while it is full.
 func (s *Subscription) offer(m *Msg) {
-	var target chan<- *Msg = s.pending
-	if s.ch != nil {
-		target = s.ch
+	if s.ch == nil {
+		if !s.inbox.put(m) {
+			_ = m.Reject(ErrUnsubscribed)
+		}
+		return
 	}
 	if s.ctx.Err() != nil { // a select with both ready would choose at random
 		_ = m.Reject(ErrUnsubscribed)
 		return
 	}
 	select {
-	case target <- m:
-		if s.ch == nil && s.ctx.Err() != nil {
-			s.rejectPending() // it ended meanwhile, and run may have emptied pending and gone
-		}
+	case s.ch <- m:
 	case <-s.ctx.Done():
 		_ = m.Reject(ErrUnsubscribed)
 	}
 }
 
-// rejectPending fails the messages waiting for the handler of a subscription that ended.
-func (s *Subscription) rejectPending() {
-	for {
-		select {
-		case m := <-s.pending:
-			_ = m.Reject(ErrUnsubscribed)
-		default:
-			return
-		}
-	}
-}
-
-// end ends the subscription, with why (nil for Unsubscribe).
+// end ends the subscription, with why (nil for Unsubscribe): the messages waiting for its
+// handler are rejected, and no more reach it.
 func (s *Subscription) end(err error) {
 	s.mu.Lock()
 	if s.done {
@@ -226,26 +214,29 @@ func (s *Subscription) end(err error) {
 	s.done, s.err = true, err
 	s.mu.Unlock()
 	s.cancel()
+	if s.inbox != nil {
+		for _, m := range s.inbox.close() {
+			_ = m.Reject(ErrUnsubscribed)
+		}
+	}
 }
 
 // run is the handler's goroutine.
 func (s *Subscription) run() {
 	defer s.c.wg.Done()
 	for {
-		select {
-		case m := <-s.pending:
-			if s.ctx.Err() != nil { // ended, and select chose this case at random
-				_ = m.Reject(ErrUnsubscribed)
-				continue
-			}
-			if err := s.call(m); err != nil {
-				_ = m.Reject(err)
-			} else {
-				_ = m.Confirm()
-			}
-		case <-s.ctx.Done():
-			s.rejectPending()
+		m, ok := s.inbox.take()
+		if !ok {
 			return
+		}
+		if s.ctx.Err() != nil { // taken as the subscription ended
+			_ = m.Reject(ErrUnsubscribed)
+			continue
+		}
+		if err := s.call(m); err != nil {
+			_ = m.Reject(err)
+		} else {
+			_ = m.Confirm()
 		}
 	}
 }

@@ -31,7 +31,7 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 		ctx, cancel = context.WithTimeout(ctx, cfg.HandshakeTimeout)
 		defer cancel()
 	}
-	s := newSession(cfg, true)
+	s := newSession(&cfg, true)
 	s.name = addr
 	c, w, err := s.connectNew(ctx)
 	if err != nil {

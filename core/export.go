@@ -427,7 +427,7 @@ func importSession(cfg Config, ss *SessionState) (*Session, error) {
 		return nil, bad("%v", err)
 	}
 
-	s := newSession(scfg, false)
+	s := newSession(&scfg, false)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.id, s.token, s.accepted = ss.ID, ss.Token, ss.Accepted

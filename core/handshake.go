@@ -306,7 +306,7 @@ func (ln *Listener) openSession(c net.Conn, body []byte, deadline time.Time, pau
 			ln.releaseBacklog()
 		}
 	}()
-	s := newSession(ln.cfg, false)
+	s := newSession(&ln.cfg, false)
 	s.lis = ln
 	s.token = newToken()
 	s.setPeer(v, h)

@@ -10,7 +10,7 @@ func newParseHarness() *Session {
 	if err != nil {
 		panic(err)
 	}
-	s := newSession(cfg, false)
+	s := newSession(&cfg, false)
 	s.setPeer(1, cfg.offer())
 	s.peerAck.credit = s.peer.window
 	s.rd.credit = s.peer.window

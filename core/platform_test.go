@@ -21,7 +21,7 @@ func TestPeerMaxMessageAboveMaxInt32(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newSession(cfg, true)
+	s := newSession(&cfg, true)
 	s.setPeer(1, h)
 	if s.peer.maxMessage != cfg.MaxMessageSize {
 		t.Fatalf("peer offers %d, this side allows %d: limit %d", uint32(mm), cfg.MaxMessageSize, s.peer.maxMessage)

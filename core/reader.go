@@ -323,7 +323,7 @@ func (s *Session) endDataFrame(b *readBatch) {
 	rd.tail = rd.ftail
 	rd.recLen += uint64(d.n)
 	rd.recCost += frameCost(d.n)
-	rd.recFlags |= d.flags & flagResent
+	rd.recFlags |= d.flags & (flagResent | flagPrompt)
 	rd.rPID = d.pid
 	rd.recvCost += frameCost(d.n)
 	b.frames++

@@ -26,6 +26,7 @@ const (
 	recReleased  = 0x02 // the application is done with its bytes
 	recCancelled = 0x80 // the sender cancelled the message: nobody sees it
 	recResent    = flagResent
+	recPrompt    = flagPrompt // acknowledge the message's level at once (see flagPrompt)
 )
 
 // Recv returns the next message, waiting until one arrives or ctx ends. The message is held by
@@ -181,6 +182,9 @@ func (s *Session) takeLocked() (Message, bool) {
 			d.flags |= recSettled
 		}
 		s.advanceLocked()
+		if level == AckDelivered && d.flags&recPrompt != 0 {
+			s.ackMovedLocked(true) // the sender waits for exactly this
+		}
 		s.stats.MessagesReceived++
 		s.stats.BytesReceived += n
 		return Message{ID: mid, Data: data, Level: level, Resent: d.flags&recResent != 0}, true
@@ -280,12 +284,16 @@ func (s *Session) settleLocked(mid uint64, failure error) error {
 		s.nextFSeq++
 		s.ackMovedLocked(true)
 	}
+	prompt := d.flags&recSettled == 0 && d.flags&recPrompt != 0
 	d.flags |= recSettled | recReleased
 	s.held--
 	if s.wrapMID == mid {
 		s.wrapMID = 0
 	}
 	s.advanceLocked()
+	if prompt && s.dSettle >= mid {
+		s.ackMovedLocked(true) // the sender waits for exactly this, and the processed mark passed it
+	}
 	if s.recvWaiting > 0 {
 		s.kickRecvLocked()
 	}

@@ -87,6 +87,9 @@ func (s *Session) send(ctx context.Context, prefix, msg []byte, level AckLevel, 
 	mid := s.nextMID
 	s.nextMID++
 	flags := uint8(level) << levelShift
+	if quiet && level != AckNone {
+		flags |= flagPrompt // someone waits for this ack, and nothing else will bring it sooner
+	}
 	messageFrames(prefix, msg, func(pre, rest []byte, eom, external bool) {
 		f := flags
 		if eom {

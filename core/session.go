@@ -102,7 +102,7 @@ type Stats struct {
 // of TCP connections. Get one from Dial (client) or Listener.Accept (server); once connected
 // both ends are the same. All methods are safe for concurrent use.
 type Session struct {
-	cfg    Config
+	cfg    *Config // shared with the listener's other sessions: never changed
 	log    zerolog.Logger
 	client bool
 	name   string    // client: the address given to Dial, asked of the Resolver
@@ -328,7 +328,7 @@ const (
 	ackUrgentFactor = 4 // acks that free a quarter of a window go at once
 )
 
-func newSession(cfg Config, client bool) *Session {
+func newSession(cfg *Config, client bool) *Session {
 	s := &Session{
 		cfg:         cfg,
 		log:         cfg.Logger,

@@ -504,6 +504,86 @@ func TestAckDelay(t *testing.T) {
 	})
 }
 
+// processedAt reports when the peer first reported message mid processed.
+func (tl *timeline) processedAt(mid uint64) (time.Time, bool) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	for _, e := range tl.events {
+		if e.state == 0 && e.p.Processed >= mid {
+			return e.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// TestPromptAck: a message sent on a quiet link (nothing else unacknowledged: a request) is
+// acknowledged the moment its level is reached, not AckDelay later, so a request-reply exchange
+// costs a round trip and no timer; messages sent while others are in flight (a stream) keep the
+// delayed ack, and their acks are batched.
+func TestPromptAck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const delay = 5 * time.Millisecond
+		p, _ := pipePair(t, 0, Config{}, Config{AckDelay: delay, MaxInFlight: 3})
+		ctx := testCtx(t)
+		tl := &timeline{}
+		p.client.Observe(tl)
+		time.Sleep(time.Second)
+
+		for mid := uint64(1); mid <= 3; mid++ {
+			if _, err := p.client.Send(ctx, []byte("req"), AckProcessed); err != nil {
+				t.Fatal(err)
+			}
+			m, err := p.server.Recv(ctx)
+			if err != nil || m.ID != mid {
+				t.Fatalf("Recv: %+v %v", m, err)
+			}
+			time.Sleep(time.Millisecond) // the application's work
+			settled := time.Now()
+			if err := p.server.Settle(m.ID, nil); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+			if at, ok := tl.processedAt(mid); !ok || !at.Equal(settled) {
+				t.Fatalf("request %d settled at %s, reported processed at %s (%v): %v", mid, bubbleTime(settled), bubbleTime(at), ok, tl)
+			}
+		}
+
+		// A stream: the first message goes on a quiet link, the others behind it.
+		for range 3 {
+			if _, err := p.client.Send(ctx, []byte("stream"), AckProcessed); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var ms []Message
+		for range 3 {
+			m, err := p.server.Recv(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ms = append(ms, m)
+		}
+		time.Sleep(time.Second)
+		settled := time.Now()
+		if err := p.server.Settle(ms[0].ID, nil); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		if at, ok := tl.processedAt(4); !ok || !at.Equal(settled) {
+			t.Fatalf("the stream's first message settled at %s, reported processed at %s (%v): %v", bubbleTime(settled), bubbleTime(at), ok, tl)
+		}
+		settled = time.Now()
+		for _, m := range ms[1:] {
+			if err := p.server.Settle(m.ID, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Second)
+		if at, ok := tl.processedAt(6); !ok || !at.Equal(settled.Add(delay)) {
+			t.Fatalf("the stream's others settled at %s, reported processed at %s (%v), want AckDelay later: %v", bubbleTime(settled), bubbleTime(at), ok, tl)
+		}
+	})
+}
+
 // TestAckFrames checks the delayed-ack rule frame by frame, on a client whose server the test
 // plays: a standalone ACK exactly AckDelay after the data; none when data goes out first, which
 // carries the ack block instead; and an ACK at once when a quarter of what the peer can have in

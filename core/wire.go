@@ -96,7 +96,10 @@ const (
 	flagCancel = 0x08 // with EOM: the sender abandoned this message; drop its chunks
 	levelShift = 4
 	levelMask  = 0x30 // ack level requested, values 0..2
-	dataFlags  = flagEOM | flagAcks | flagResent | flagCancel | levelMask
+	// flagPrompt: the sender had nothing else unacknowledged when it sent this message (a
+	// request): acknowledge it as soon as its level is reached, not AckDelay later.
+	flagPrompt = 0x40
+	dataFlags  = flagEOM | flagAcks | flagResent | flagCancel | levelMask | flagPrompt
 )
 
 // bodyLimits gives, per frame type, the smallest and largest body length a receiver accepts.

@@ -81,7 +81,8 @@ func TestWireConstants(t *testing.T) {
 		{"flagCancel", flagCancel, 0x08},
 		{"levelShift", levelShift, 4},
 		{"levelMask", levelMask, 0x30},
-		{"dataFlags", dataFlags, 0x3f},
+		{"dataFlags", dataFlags, 0x7f},
+		{"flagPrompt", flagPrompt, 0x40},
 
 		{"AckNone", uint64(AckNone), 0},
 		{"AckDelivered", uint64(AckDelivered), 1},
@@ -508,7 +509,7 @@ func TestParseHeaderRejects(t *testing.T) {
 			)
 		}
 	}
-	for _, f := range []uint8{0x40, 0x80, 0xc0, 0x41, 0x81} {
+	for _, f := range []uint8{0x80, 0xc0, 0x81, 0xa1} {
 		bad = append(bad, hcase{fmt.Sprintf("DATA flags %#02x outside dataFlags", f), wireRawHeader(0x01, f, 0, 0, 16)})
 	}
 	for _, f := range []uint8{0x30, 0x31, 0x37} {

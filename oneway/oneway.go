@@ -144,7 +144,7 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newSession(cs, cfg), nil
+	return newSession(cs, &cfg), nil
 }
 
 // Listener accepts one-way sessions.
@@ -185,7 +185,7 @@ func (l *Listener) Accept(ctx context.Context) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newSession(cs, l.cfg), nil
+	return newSession(cs, &l.cfg), nil
 }
 
 // Addr is the address the listener listens on.

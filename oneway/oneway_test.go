@@ -618,3 +618,23 @@ func TestPostShared(t *testing.T) {
 		t.Fatalf("PostShared after Close: %v", err)
 	}
 }
+
+// TestEventsAfterEnd: the event dispatcher is made when first asked for; asked for after the
+// session ended, its channel is closed and empty, and Done was not held up by it.
+func TestEventsAfterEnd(t *testing.T) {
+	p := newPair(t, false, Config{}, Config{})
+	ctx := testCtx(t)
+	p.client.Abort()
+	select {
+	case <-p.client.Done():
+	case <-ctx.Done():
+		t.Fatal("Done never closed")
+	}
+	p.client.OnEvent(func(events.Event) { t.Error("a callback registered after the end was called") })
+	if _, ok := <-p.client.Events(); ok {
+		t.Fatal("an event on the channel of an ended session")
+	}
+	if n := p.client.EventsDropped(); n != 0 {
+		t.Fatalf("%d events dropped", n)
+	}
+}

@@ -244,6 +244,7 @@ func (s *Session) Handle(handler func(ctx context.Context, d *Delivery) error, o
 	}
 	s.handlerW.Add(hc.workers)
 	s.rmu.Unlock()
+	ctx := s.handlerContext()
 	for range hc.workers {
 		go func() {
 			defer s.handlerW.Done()
@@ -253,7 +254,7 @@ func (s *Session) Handle(handler func(ctx context.Context, d *Delivery) error, o
 				if err != nil {
 					return
 				}
-				if err := s.call(handler, d); err != nil {
+				if err := s.call(ctx, handler, d); err != nil {
 					_ = d.Reject(err)
 				} else {
 					_ = d.Confirm()
@@ -267,7 +268,7 @@ func (s *Session) Handle(handler func(ctx context.Context, d *Delivery) error, o
 // maxHandlers bounds Handle's Concurrency: a goroutine each.
 const maxHandlers = 1 << 12
 
-func (s *Session) call(handler func(context.Context, *Delivery) error, d *Delivery) (err error) {
+func (s *Session) call(ctx context.Context, handler func(context.Context, *Delivery) error, d *Delivery) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %v", ErrHandlerPanic, r)
@@ -275,5 +276,5 @@ func (s *Session) call(handler func(context.Context, *Delivery) error, d *Delive
 				Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).Msg("oneway handler panicked; attempt failed")
 		}
 	}()
-	return handler(s.ctx, d)
+	return handler(ctx, d)
 }

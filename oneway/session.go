@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ftsl-go/ftsl/core"
 	"github.com/ftsl-go/ftsl/events"
@@ -16,10 +17,11 @@ import (
 // are safe for concurrent use.
 type Session struct {
 	cs  *core.Session
-	cfg Config
-	ev  *events.Dispatcher
+	cfg *Config // shared with the listener's other sessions: never changed
 	id  uint64
-
+	// ev is made when the application first asks for events, and ctx when it first calls
+	// Handle: a server's thousands of idle sessions need neither (both guarded by mu).
+	ev     atomic.Pointer[events.Dispatcher]
 	ctx    context.Context // ends with the session: handlers see it
 	cancel context.CancelFunc
 
@@ -55,7 +57,7 @@ type Session struct {
 	done     chan struct{}
 }
 
-func newSession(cs *core.Session, cfg Config) *Session {
+func newSession(cs *core.Session, cfg *Config) *Session {
 	s := &Session{
 		cs:       cs,
 		cfg:      cfg,
@@ -65,10 +67,6 @@ func newSession(cs *core.Session, cfg Config) *Session {
 		drained:  make(chan struct{}),
 		done:     make(chan struct{}),
 	}
-	evCfg := cfg.Events
-	evCfg.OnPanic = s.eventCallbackPanicked
-	s.ev = events.New(evCfg)
-	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.tq.init(1)
 	cs.Observe(observer{s})
 	// The session may have ended between the handshake and now; its observer missed that.
@@ -113,14 +111,54 @@ func (s *Session) ConnectionState() (tls.ConnectionState, bool) { return s.cs.Co
 // Events returns the channel of the session's events (see events.Dispatcher). It is bounded:
 // events the application does not read in time are dropped and counted by EventsDropped, never
 // waited for. It is closed after the session's last event.
-func (s *Session) Events() <-chan events.Event { return s.ev.Channel() }
+func (s *Session) Events() <-chan events.Event { return s.dispatcher().Channel() }
 
 // OnEvent registers a callback for the session's events. Callbacks run one at a time, in the
 // order things happened, on a goroutine of the session's own (never the network reader's).
-func (s *Session) OnEvent(f func(events.Event)) { s.ev.OnEvent(f) }
+func (s *Session) OnEvent(f func(events.Event)) { s.dispatcher().OnEvent(f) }
 
 // EventsDropped reports how many events were dropped because nobody read them in time.
-func (s *Session) EventsDropped() uint64 { return s.ev.Dropped() }
+func (s *Session) EventsDropped() uint64 {
+	if d := s.ev.Load(); d != nil {
+		return d.Dropped()
+	}
+	return 0
+}
+
+// dispatcher returns the session's event dispatcher, made on the first call; one made after the
+// session ended is closed at once, its channel closed with nothing in it.
+func (s *Session) dispatcher() *events.Dispatcher {
+	if d := s.ev.Load(); d != nil {
+		return d
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d := s.ev.Load(); d != nil {
+		return d
+	}
+	evCfg := s.cfg.Events
+	evCfg.OnPanic = s.eventCallbackPanicked
+	d := events.New(evCfg)
+	if s.ended {
+		d.Close()
+	}
+	s.ev.Store(d)
+	return d
+}
+
+// handlerContext returns the context handlers get, made on the first call: it ends with the
+// session.
+func (s *Session) handlerContext() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx == nil {
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+		if s.ended {
+			s.cancel()
+		}
+	}
+	return s.ctx
+}
 
 // Done is closed when the session has ended and all its goroutines (network, handler, event
 // delivery) have returned.
@@ -129,7 +167,9 @@ func (s *Session) Done() <-chan struct{} {
 		go func() {
 			<-s.cs.Done()
 			s.handlerW.Wait()
-			<-s.ev.Done()
+			if d := s.ev.Load(); d != nil { // (one made from now on is closed at once)
+				<-d.Done()
+			}
 			close(s.done)
 		}()
 	})
@@ -137,8 +177,8 @@ func (s *Session) Done() <-chan struct{} {
 }
 
 func (s *Session) publish(k events.Kind, mid uint64, st Status, err error) {
-	if s.ev.Subscribed() {
-		s.ev.Publish(events.Event{Kind: k, Session: s.id, Message: mid, Status: st, Err: err, Time: now()})
+	if d := s.ev.Load(); d != nil && d.Subscribed() {
+		d.Publish(events.Event{Kind: k, Session: s.id, Message: mid, Status: st, Err: err, Time: now()})
 	}
 }
 
@@ -433,8 +473,12 @@ func (s *Session) stateChangedLocked(st core.State, err error) (closed func(erro
 			kind = events.SessionLost
 		}
 		s.publish(kind, 0, StatusPending, err)
-		s.ev.Close()
-		s.cancel()
+		if d := s.ev.Load(); d != nil {
+			d.Close()
+		}
+		if s.cancel != nil {
+			s.cancel()
+		}
 		s.checkDrainedLocked()
 		closed, s.onClose = s.onClose, nil
 	}

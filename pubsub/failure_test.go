@@ -43,7 +43,8 @@ func TestFailingSubscriberAndReroute(t *testing.T) {
 	var good atomic.Int64
 	flaky := dial(t, h, Config{Name: "flaky"})
 	steady := dial(t, h, Config{Name: "steady"})
-	if _, err := flaky.Subscribe("jobs", func(context.Context, *Msg) error { return errors.New("flaky") }, Queue("q")); err != nil {
+	var flakyTries atomic.Int64
+	if _, err := flaky.Subscribe("jobs", func(context.Context, *Msg) error { flakyTries.Add(1); return errors.New("flaky") }, Queue("q")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := steady.Subscribe("jobs", func(context.Context, *Msg) error { good.Add(1); return nil }, Queue("q")); err != nil {
@@ -57,6 +58,15 @@ func TestFailingSubscriberAndReroute(t *testing.T) {
 	}
 	if good.Load() != 20 {
 		t.Fatalf("steady processed %d of 20", good.Load())
+	}
+	// Each share flaky failed went on to steady: one more copy sent.
+	rerouted := uint64(flakyTries.Load()) / oneway.DefaultMaxAttempts
+	if rerouted == 0 {
+		t.Fatal("round robin never chose flaky")
+	}
+	st := h.Stats()
+	if st.Clients != 4 || st.Subscriptions != 3 || st.Published != 21 || st.Sent != 21+rerouted || st.SlowDropped != 0 {
+		t.Fatalf("stats %+v, want 4 clients, 3 subscriptions, 21 published, %d sent", st, 21+rerouted)
 	}
 }
 

@@ -25,14 +25,15 @@ import (
 // the members (clients) and their subscriptions, the subscription index, and the outcomes in
 // progress, each reachable from the member that published it.
 type Hub struct {
-	cfg   HubConfig
-	log   zerolog.Logger
-	index *subjects.Index[*hubSub]
-	ev    *events.Dispatcher
-	rr    atomic.Uint64 // round-robin counter for queue groups
-	ctx   context.Context
-	stop  context.CancelFunc
-	local *pipeListener // in-process clients (Connect)
+	cfg    HubConfig
+	log    zerolog.Logger
+	index  *subjects.Index[*hubSub]
+	ev     *events.Dispatcher
+	rr     atomic.Uint64 // round-robin counter for queue groups
+	counts hubCounters
+	ctx    context.Context
+	stop   context.CancelFunc
+	local  *pipeListener // in-process clients (Connect)
 
 	mu        sync.Mutex
 	members   map[*member]struct{}
@@ -201,7 +202,7 @@ func (h *Hub) Connect(ctx context.Context, cfg Config) (*Client, error) {
 
 // attach makes s a member: its messages are handled as they arrive, on its reader.
 func (h *Hub) attach(s *oneway.Session) {
-	m := &member{hub: h, sess: s, id: s.ID(), subs: make(map[uint64]*hubSub)}
+	m := &member{hub: h, sess: s, id: s.ID()}
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()

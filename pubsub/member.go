@@ -213,6 +213,9 @@ func (m *member) subscribe(s wire.Sub) error {
 		m.mu.Unlock()
 		return refuse{ErrLimit, fmt.Sprintf("%d subscriptions", h.cfg.MaxSubscriptions)}
 	}
+	if m.subs == nil { // made here: a client that only publishes needs none
+		m.subs = make(map[uint64]*hubSub)
+	}
 	m.subs[s.SID] = sub
 	m.mu.Unlock()
 	if err := h.index.Insert(sub.entry); err != nil {

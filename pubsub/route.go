@@ -71,6 +71,8 @@ func (h *Hub) route(pub *member, p wire.Pub) error {
 	if ps != nil {
 		ps.shareDone() // the share routing itself held: the outcome may be complete already
 	}
+	h.counts.published.Add(1)
+	r.addCounts()
 	return nil
 }
 
@@ -101,12 +103,25 @@ type router struct {
 	payload []byte
 	level   oneway.AckLevel
 	hdr     []byte // scratch for each subscriber's header, copied by its session at once
+	sent    uint64 // copies handed to sessions, and dropped as too slow, in this routing
+	dropped uint64
 }
 
 // groupShare follows a queue group's share: the members tried, so a failure goes to another.
 type groupShare struct {
 	name  string
 	tried []*member
+}
+
+// addCounts adds the copies this routing sent and dropped to the hub's totals.
+func (r *router) addCounts() {
+	if r.sent > 0 {
+		r.h.counts.sent.Add(r.sent)
+	}
+	if r.dropped > 0 {
+		r.h.counts.slowDropped.Add(r.dropped)
+	}
+	r.sent, r.dropped = 0, 0
 }
 
 // deliver sends the message to sub, following its share if the publish asks for an outcome.
@@ -136,6 +151,7 @@ func (r *router) deliver(sub *hubSub, g *groupShare) {
 	if err != nil {
 		if errors.Is(err, ErrBufferFull) {
 			err = ErrSlowConsumer
+			r.dropped++
 			r.h.event(events.SlowConsumer, m.id, r.subject, err)
 			m.noteMissed(sub)
 		} else {
@@ -144,9 +160,11 @@ func (r *router) deliver(sub *hubSub, g *groupShare) {
 		r.shareEnded(sub, g, oneway.StatusFailed, err)
 		return
 	}
+	r.sent++
 	if r.ps != nil {
 		rr := *r     // the router outlives this call in the ticket's function
 		rr.hdr = nil // (the scratch stays the publisher's)
+		rr.sent, rr.dropped = 0, 0
 		tk.OnEnd(func(tk *oneway.Ticket) { rr.shareEnded(sub, g, tk.Status(), tk.Err()) })
 	}
 }
@@ -164,7 +182,8 @@ func (r *router) shareEnded(sub *hubSub, g *groupShare, st oneway.Status, err er
 			if gr.Name == g.name {
 				if next := r.h.pick(gr, r.subject, g.tried); next != nil {
 					r.deliver(next, g) // the share goes on, counted as the same match
-					ps.shareDone()     // (deliver counted the new attempt; this one is over)
+					r.addCounts()
+					ps.shareDone() // (deliver counted the new attempt; this one is over)
 					return
 				}
 			}

@@ -30,6 +30,7 @@ type Hub struct {
 	index *subjects.Index[*hubSub]
 	ev    *events.Dispatcher
 	rr    atomic.Uint64 // round-robin counter for queue groups
+	shut  atomic.Bool   // Close began: publishes are refused (read per publish, without mu)
 	ctx   context.Context
 	stop  context.CancelFunc
 	local *pipeListener // in-process clients (Connect)
@@ -165,6 +166,7 @@ func (h *Hub) Close(ctx context.Context) error {
 		return nil
 	}
 	h.closing = true
+	h.shut.Store(true)
 	listeners := h.listeners
 	members := make([]*member, 0, len(h.members))
 	for m := range h.members {
@@ -172,6 +174,12 @@ func (h *Hub) Close(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 	h.stop() // no more Accepts
+	for _, m := range members {
+		// A publish routed before shut was set goes out before the sessions close: wait for
+		// the member's drain under way, if any.
+		m.drainMu.Lock()
+		m.drainMu.Unlock() //nolint:staticcheck // the wait is the point
+	}
 	var wg sync.WaitGroup
 	for _, m := range members {
 		wg.Add(1)

@@ -33,6 +33,11 @@ type member struct {
 	inbox    string
 	rules    *rules
 
+	// sendMu serialises the hub's non-blocking sends to the client: oneway lets one Send in at a
+	// time, and a TrySend that meets another one fails as if the buffer were full (a
+	// publisher's route would then see a slow consumer that has room). Taken after mu.
+	sendMu sync.Mutex
+
 	mu   sync.Mutex // guards what follows
 	subs map[uint64]*hubSub
 	gone bool
@@ -288,7 +293,7 @@ func (m *member) send(b []byte) {
 		return
 	}
 	if len(m.waiting) == 0 {
-		if _, err := m.sess.TrySend(b, oneway.AckNone); !errors.Is(err, ErrBufferFull) {
+		if _, err := m.trySend(b); !errors.Is(err, ErrBufferFull) {
 			return // sent, or the session ended and nobody is left to tell
 		}
 	}
@@ -302,7 +307,7 @@ func (m *member) flushWaiting() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for len(m.waiting) > 0 {
-		if _, err := m.sess.TrySend(m.waiting[0], oneway.AckNone); errors.Is(err, ErrBufferFull) {
+		if _, err := m.trySend(m.waiting[0]); errors.Is(err, ErrBufferFull) {
 			return false
 		}
 		m.waiting[0] = nil
@@ -314,7 +319,7 @@ func (m *member) flushWaiting() bool {
 		if n := sub.missed.Swap(0); n > 0 {
 			b := wire.AppendNotice(nil, wire.Notice{Kind: wire.NoticeSlow, SID: sub.sid,
 				Text: fmt.Sprintf("%d messages missed", n)})
-			if _, err := m.sess.TrySend(b, oneway.AckNone); errors.Is(err, ErrBufferFull) {
+			if _, err := m.trySend(b); errors.Is(err, ErrBufferFull) {
 				sub.missed.Add(n)
 				m.hasWaiting.Store(true)
 				return false
@@ -322,6 +327,13 @@ func (m *member) flushWaiting() bool {
 		}
 	}
 	return true
+}
+
+// trySend sends an outcome or notice, not waiting for room, nor failing for another send.
+func (m *member) trySend(b []byte) (*oneway.Ticket, error) {
+	m.sendMu.Lock()
+	defer m.sendMu.Unlock()
+	return m.sess.TrySend(b, oneway.AckNone)
 }
 
 // noteMissed records that sub could not take a message; the client hears of it when room opens.

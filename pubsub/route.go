@@ -33,6 +33,9 @@ func (h *Hub) route(pub *member, p wire.Pub) error {
 	if p.Level > uint8(oneway.AckProcessed) {
 		return errors.New("bad ack level")
 	}
+	if h.shut.Load() { // its subscribers' sessions are closing: it could reach none
+		return refuse{ErrClosed, ""}
+	}
 	// A subscriber's MSG carries the publisher's identity where the PUB had its ID and level: a
 	// message too big for the hub's sessions then is refused now, not lost at every subscriber.
 	if n := len(p.Payload) + len(p.Subject) + len(p.Reply) + len(pub.identity) + maxMsgOverhead; n > h.cfg.Session.Core.MaxMessageSize {
@@ -118,7 +121,9 @@ func (r *router) deliver(sub *hubSub, g *groupShare) {
 	// The header is the subscriber's own (its subscription ID); the payload is shared.
 	r.hdr = wire.AppendMsgHeader(r.hdr[:0], sub.sid, r.subject, r.reply, r.pub.identity)
 	hdr := r.hdr
+	m.sendMu.Lock()
 	tk, err := m.sess.TrySendShared(hdr, r.payload, r.level)
+	m.sendMu.Unlock()
 	if errors.Is(err, ErrBufferFull) && r.h.cfg.SlowConsumers == SlowBlock {
 		ctx, cancel := context.WithTimeout(r.h.ctx, r.h.cfg.MaxBlock)
 		tk, err = m.sess.SendShared(ctx, hdr, r.payload, r.level)

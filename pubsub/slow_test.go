@@ -1,10 +1,13 @@
 package pubsub
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -209,5 +212,58 @@ func TestSlowBlockRidesOut(t *testing.T) {
 	barrier(t, hubLog, pub)
 	if evs := hubLog.all(events.SlowConsumer, ""); len(evs) != 0 {
 		t.Errorf("hub raised %d SlowConsumer events", len(evs))
+	}
+}
+
+// TestConcurrentPublishersAreNotSlow: publishers routing to the same subscriber at the same
+// time (each on its own session's reader) must not make it look slow to each other: its
+// session had room for all of them.
+func TestConcurrentPublishersAreNotSlow(t *testing.T) {
+	h := testHub(t, HubConfig{})
+	hubLog := watchEvents(h.OnEvent)
+	ctx := testCtx(t)
+	sub := dial(t, h, Config{Name: "sub"})
+	var handled atomic.Int64
+	if _, err := sub.Subscribe("fan.*", func(context.Context, *Msg) error { handled.Add(1); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	const pubs, n = 4, 500
+	var wg sync.WaitGroup
+	errs := make(chan error, pubs*n)
+	for p := range pubs {
+		c := dial(t, h, Config{Name: fmt.Sprint("pub", p)})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tickets := make([]*Ticket, 0, n)
+			for i := range n {
+				tk, err := c.Publish(ctx, fmt.Sprint("fan.", p), []byte(fmt.Sprint(i)), AckDelivered)
+				if err != nil {
+					errs <- err
+					return
+				}
+				tickets = append(tickets, tk)
+			}
+			for i, tk := range tickets {
+				if out, err := tk.Wait(ctx); err != nil || out.Delivered != 1 {
+					errs <- fmt.Errorf("pub%d's publish %d: %+v, %w", p, i, out, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if failed++; failed <= 3 {
+			t.Error(err)
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d publishes failed", failed, pubs*n)
+	}
+	barrier(t, hubLog, sub)
+	if evs := hubLog.all(events.SlowConsumer, ""); len(evs) != 0 {
+		t.Errorf("%d SlowConsumer events for a subscriber with room", len(evs))
 	}
 }

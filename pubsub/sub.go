@@ -208,12 +208,33 @@ func (s *Subscription) offer(m *Msg) {
 func (s *Subscription) rejectPending() {
 	for {
 		select {
-		case m := <-s.pending:
+		case m, ok := <-s.pending:
+			if !ok {
+				return
+			}
 			_ = m.Reject(ErrUnsubscribed)
 		default:
 			return
 		}
 	}
+}
+
+// sessionEnded ends the subscription with its session (the dispatcher's call, after its last
+// offer). Unless the session was lost, the messages already taken still go to the handler: the
+// hub counted them delivered, and Client.Close promises them handled.
+func (s *Subscription) sessionEnded(err error) {
+	if s.handler == nil || errors.Is(err, ErrSessionLost) {
+		s.end(err)
+		return
+	}
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		return
+	}
+	s.done, s.err = true, err
+	s.mu.Unlock()
+	close(s.pending) // run hands over what is left, then ends the context
 }
 
 // end ends the subscription, with why (nil for Unsubscribe).
@@ -233,7 +254,11 @@ func (s *Subscription) run() {
 	defer s.c.wg.Done()
 	for {
 		select {
-		case m := <-s.pending:
+		case m, ok := <-s.pending:
+			if !ok { // sessionEnded: everything taken was handled
+				s.cancel()
+				return
+			}
 			if s.ctx.Err() != nil { // ended, and select chose this case at random
 				_ = m.Reject(ErrUnsubscribed)
 				continue

@@ -242,6 +242,8 @@ func (h *Hub) housekeep() {
 		for _, m := range waiting {
 			if !m.flushWaiting() {
 				left = true
+			} else if m.throttled.Swap(false) {
+				m.drain() // what it sent while throttled waits in its session
 			}
 		}
 		if left {

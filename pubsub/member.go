@@ -45,7 +45,13 @@ type member struct {
 	// them as room opens.
 	waiting    [][]byte
 	hasWaiting atomic.Bool
+	// throttled: waiting reached maxWaiting, and drain stopped taking the client's messages
+	// until the housekeeper sent them: a client that never reads cannot grow the hub.
+	throttled atomic.Bool
 }
+
+// maxWaiting bounds a member's waiting outcomes and notices.
+const maxWaiting = 1024
 
 // hubSub is one subscription at the hub.
 type hubSub struct {
@@ -68,6 +74,9 @@ func (m *member) drain() {
 	m.drainMu.Lock()
 	defer m.drainMu.Unlock()
 	for {
+		if m.hasWaiting.Load() && m.backlogged() {
+			return
+		}
 		d, ok, _ := m.sess.TryRecv()
 		if !ok {
 			return
@@ -300,6 +309,17 @@ func (m *member) send(b []byte) {
 	m.waiting = append(m.waiting, b)
 	m.hasWaiting.Store(true)
 	m.hub.kickHousekeeper()
+}
+
+// backlogged reports, and records, that the member's waiting outcomes reached maxWaiting.
+func (m *member) backlogged() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.waiting) < maxWaiting {
+		return false
+	}
+	m.throttled.Store(true)
+	return true
 }
 
 // flushWaiting sends what waits, as far as the session takes it; it reports whether all went.

@@ -35,6 +35,10 @@ type Hub struct {
 	stop  context.CancelFunc
 	local *pipeListener // in-process clients (Connect)
 
+	// outcomes counts the publishes whose outcome is not yet sent: Close waits for them before
+	// it closes the sessions, which then take no more messages.
+	outcomes sync.WaitGroup
+
 	mu        sync.Mutex
 	members   map[*member]struct{}
 	inboxes   map[string]*member
@@ -179,6 +183,12 @@ func (h *Hub) Close(ctx context.Context) error {
 		// the member's drain under way, if any.
 		m.drainMu.Lock()
 		m.drainMu.Unlock() //nolint:staticcheck // the wait is the point
+	}
+	told := make(chan struct{}) // (no publish begins after shut: Add cannot follow this Wait)
+	go func() { h.outcomes.Wait(); close(told) }()
+	select {
+	case <-told:
+	case <-ctx.Done(): // the sessions are aborted below; the shares end, and so does Wait
 	}
 	var wg sync.WaitGroup
 	for _, m := range members {

@@ -57,6 +57,7 @@ func (h *Hub) route(pub *member, p wire.Pub) error {
 	var ps *pubState
 	if level != oneway.AckNone {
 		ps = &pubState{pub: pub, pubID: p.PubID, level: level, subject: p.Subject, remaining: 1}
+		h.outcomes.Add(1)
 	}
 	r := router{h: h, pub: pub, ps: ps, subject: p.Subject, reply: p.Reply, payload: payload, level: level,
 		hdr: pub.hdr[:0]}
@@ -226,5 +227,6 @@ func (ps *pubState) shareDone() {
 	if done {
 		ps.out.PubID = ps.pubID
 		ps.pub.send(wire.AppendOutcome(nil, ps.out))
+		ps.pub.hub.outcomes.Done()
 	}
 }

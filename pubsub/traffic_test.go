@@ -289,3 +289,42 @@ func TestHubCloseUnderTraffic(t *testing.T) {
 		}
 	}
 }
+
+// TestHubCloseHandsOverTaken: when the hub closes, a subscriber's client still hands its handler
+// the messages its session had received: the hub counted them delivered (AckNone), and dropping
+// them on the way to the handler would lose them silently.
+func TestHubCloseHandsOverTaken(t *testing.T) {
+	h := testHub(t, HubConfig{})
+	ctx := testCtx(t)
+	sub := dial(t, h, Config{Name: "sub"})
+	pub := dial(t, h, Config{Name: "pub"})
+	gate := make(chan struct{})
+	var handled atomic.Int32
+	if _, err := sub.Subscribe("x", func(context.Context, *Msg) error {
+		<-gate // the first message holds the handler; the others wait in the client
+		handled.Add(1)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	var last *Ticket
+	for i := range n {
+		tk, err := pub.Publish(ctx, "x", []byte(fmt.Sprint(i)), AckNone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = tk
+	}
+	if _, err := last.Wait(ctx); err != nil { // the hub took them all
+		t.Fatal(err)
+	}
+	if err := h.Close(ctx); err != nil { // it waits for the subscriber's session to have them
+		t.Fatal(err)
+	}
+	close(gate)
+	<-sub.Done()
+	if got := handled.Load(); got != n {
+		t.Errorf("the handler got %d of the %d messages its session had", got, n)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -636,5 +637,77 @@ func TestEventsAfterEnd(t *testing.T) {
 	}
 	if n := p.client.EventsDropped(); n != 0 {
 		t.Fatalf("%d events dropped", n)
+	}
+}
+
+// TestConcurrentTrySend: non-blocking sends from several goroutines at once, with room for all,
+// never fail for meeting each other; one meeting a sender that waits for room does fail at once.
+func TestConcurrentTrySend(t *testing.T) {
+	p := newPair(t, false, Config{}, Config{})
+	ctx := testCtx(t)
+	_ = p.server.Handle(func(context.Context, *Delivery) error { return nil })
+	var wg sync.WaitGroup
+	var full atomic.Int64
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 2000 {
+				var err error
+				switch i % 3 {
+				case 0:
+					_, err = p.client.TrySend([]byte{byte(g)}, AckNone)
+				case 1:
+					_, err = p.client.TrySendShared([]byte{byte(g)}, []byte("x"), AckDelivered)
+				default:
+					err = p.client.PostShared([]byte{byte(g)}, []byte("y"))
+				}
+				if errors.Is(err, ErrBufferFull) {
+					full.Add(1)
+				} else if err != nil {
+					t.Error(err)
+					return
+				}
+				if i%100 == 0 {
+					// Keep well inside the buffer: wait until the peer has what was sent.
+					tk, err := p.client.Send(ctx, nil, AckDelivered)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					_, _ = tk.Wait(ctx)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := full.Load(); n > 0 {
+		t.Fatalf("%d non-blocking sends failed with room to spare", n)
+	}
+
+	// A receiver that reads nothing: a blocking Send ends up waiting for room, and a TrySend
+	// then fails at once instead of waiting behind it.
+	cfg := Config{Core: core.Config{MaxMessageSize: 1000, SendBufferBytes: 4096, ReceiveBufferBytes: 4096}}
+	q := newPair(t, false, cfg, cfg)
+	sendCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	blocked := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := q.client.Send(sendCtx, make([]byte, 1000), AckNone); err != nil {
+				blocked <- err
+				return
+			}
+		}
+	}()
+	for !q.client.roomWait.Load() {
+		runtime.Gosched() // until the sender waits for room (no event says so)
+	}
+	if _, err := q.client.TrySend([]byte("x"), AckNone); !errors.Is(err, ErrBufferFull) {
+		t.Fatalf("TrySend behind a Send waiting for room: %v", err)
+	}
+	cancel()
+	if err := <-blocked; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the blocked Send: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -28,6 +29,9 @@ type Session struct {
 	// sendSem lets one Send at a time through: a ticket is registered under its message ID
 	// before the message exists, so no acknowledgement can arrive for a ticket not yet known.
 	sendSem chan struct{}
+	// roomWait: the sender holding sendSem waits for room. A non-blocking sender that meets it
+	// fails at once (the buffer is full); one that meets a sender not waiting waits its turn.
+	roomWait atomic.Bool
 
 	mu sync.Mutex
 	// Guarded by mu: the tickets of sent messages, by message ID.
@@ -234,13 +238,33 @@ func (s *Session) PostShared(prefix, shared []byte) error {
 	return err
 }
 
+// takeTurn takes sendSem for a non-blocking sender that found it held. The holder either finishes
+// soon (it only registers a ticket and copies a message) or waits for room, and then the buffer
+// is full: this sender fails rather than wait for it.
+func (s *Session) takeTurn() error {
+	for {
+		if s.roomWait.Load() {
+			return fmt.Errorf("%w: another Send is waiting for room", ErrBufferFull)
+		}
+		runtime.Gosched()
+		select {
+		case s.sendSem <- struct{}{}:
+			return nil
+		default:
+		}
+	}
+}
+
 // sendTicket is send, making a ticket only if ticket.
 func (s *Session) sendTicket(ctx context.Context, prefix, data []byte, level AckLevel, block, shared, ticket bool) (*Ticket, error) {
 	select {
 	case s.sendSem <- struct{}{}: // no other sender: the common case, without a select
 	default:
 		if !block {
-			return nil, fmt.Errorf("%w: another Send is waiting for room", ErrBufferFull)
+			if err := s.takeTurn(); err != nil {
+				return nil, err
+			}
+			break
 		}
 		select {
 		case s.sendSem <- struct{}{}:
@@ -275,10 +299,14 @@ func (s *Session) sendTicket(ctx context.Context, prefix, data []byte, level Ack
 	}
 	if errors.Is(err, core.ErrBufferFull) {
 		s.publish(events.BufferFull, 0, StatusPending, err)
-		if block && shared {
-			mid, err = s.cs.SendShared(ctx, prefix, data, level)
-		} else if block {
-			mid, err = s.cs.SendParts(ctx, prefix, data, level)
+		if block {
+			s.roomWait.Store(true)
+			if shared {
+				mid, err = s.cs.SendShared(ctx, prefix, data, level)
+			} else {
+				mid, err = s.cs.SendParts(ctx, prefix, data, level)
+			}
+			s.roomWait.Store(false)
 		}
 	}
 	if err == nil && mid != want {

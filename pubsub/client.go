@@ -310,7 +310,7 @@ func (c *Client) closeSubscriptions() {
 	err := c.endedErr()
 	c.mu.Unlock()
 	for _, sub := range subs {
-		sub.end(err)
+		sub.sessionEnded(err)
 	}
 }
 
@@ -343,6 +343,13 @@ func (c *Client) Close(ctx context.Context) error {
 func (c *Client) Abort() {
 	c.mu.Lock()
 	c.closing = true
+	subs := make([]*Subscription, 0, len(c.subs))
+	for _, sub := range c.subs {
+		subs = append(subs, sub)
+	}
 	c.mu.Unlock()
+	for _, sub := range subs {
+		sub.end(ErrClosed) // now: what they hold is rejected, not handled as after Close
+	}
 	c.sess.Abort()
 }

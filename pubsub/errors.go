@@ -54,6 +54,7 @@ var reasonErrors = []struct {
 	{"session closed", ErrSessionClosed},
 	{"unsubscribed", ErrUnsubscribed},
 	{"message too large", oneway.ErrMessageTooLarge},
+	{"pubsub closed", ErrClosed},
 }
 
 // refusal is the reason a hub sends for err: its sentinel's words first.

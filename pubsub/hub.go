@@ -31,9 +31,14 @@ type Hub struct {
 	ev     *events.Dispatcher
 	rr     atomic.Uint64 // round-robin counter for queue groups
 	counts hubCounters
+	shut   atomic.Bool // Close began: publishes are refused (read per publish, without mu)
 	ctx    context.Context
 	stop   context.CancelFunc
 	local  *pipeListener // in-process clients (Connect)
+
+	// outcomes counts the publishes whose outcome is not yet sent: Close waits for them before
+	// it closes the sessions, which then take no more messages.
+	outcomes sync.WaitGroup
 
 	mu        sync.Mutex
 	members   map[*member]struct{}
@@ -166,6 +171,7 @@ func (h *Hub) Close(ctx context.Context) error {
 		return nil
 	}
 	h.closing = true
+	h.shut.Store(true)
 	listeners := h.listeners
 	members := make([]*member, 0, len(h.members))
 	for m := range h.members {
@@ -173,6 +179,18 @@ func (h *Hub) Close(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 	h.stop() // no more Accepts
+	for _, m := range members {
+		// A publish routed before shut was set goes out before the sessions close: wait for
+		// the member's drain under way, if any.
+		m.drainMu.Lock()
+		m.drainMu.Unlock() //nolint:staticcheck // the wait is the point
+	}
+	told := make(chan struct{}) // (no publish begins after shut: Add cannot follow this Wait)
+	go func() { h.outcomes.Wait(); close(told) }()
+	select {
+	case <-told:
+	case <-ctx.Done(): // the sessions are aborted below; the shares end, and so does Wait
+	}
 	var wg sync.WaitGroup
 	for _, m := range members {
 		wg.Add(1)
@@ -235,6 +253,8 @@ func (h *Hub) housekeep() {
 		for _, m := range waiting {
 			if !m.flushWaiting() {
 				left = true
+			} else if m.throttled.Swap(false) {
+				m.drain() // what it sent while throttled waits in its session
 			}
 		}
 		if left {

@@ -38,7 +38,13 @@ type member struct {
 	// them as room opens.
 	waiting    [][]byte
 	hasWaiting atomic.Bool
+	// throttled: waiting reached maxWaiting, and drain stopped taking the client's messages
+	// until the housekeeper sent them: a client that never reads cannot grow the hub.
+	throttled atomic.Bool
 }
+
+// maxWaiting bounds a member's waiting outcomes and notices.
+const maxWaiting = 1024
 
 // hubSub is one subscription at the hub.
 type hubSub struct {
@@ -61,6 +67,9 @@ func (m *member) drain() {
 	m.drainMu.Lock()
 	defer m.drainMu.Unlock()
 	for {
+		if m.hasWaiting.Load() && m.backlogged() {
+			return
+		}
 		d, ok, _ := m.sess.TryRecv()
 		if !ok {
 			return
@@ -283,7 +292,7 @@ func (m *member) send(b []byte) {
 		return
 	}
 	if len(m.waiting) == 0 {
-		if _, err := m.sess.TrySend(b, oneway.AckNone); !errors.Is(err, ErrBufferFull) {
+		if err := m.trySend(b); !errors.Is(err, ErrBufferFull) {
 			return // sent, or the session ended and nobody is left to tell
 		}
 	}
@@ -292,12 +301,23 @@ func (m *member) send(b []byte) {
 	m.hub.kickHousekeeper()
 }
 
+// backlogged reports, and records, that the member's waiting outcomes reached maxWaiting.
+func (m *member) backlogged() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.waiting) < maxWaiting {
+		return false
+	}
+	m.throttled.Store(true)
+	return true
+}
+
 // flushWaiting sends what waits, as far as the session takes it; it reports whether all went.
 func (m *member) flushWaiting() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for len(m.waiting) > 0 {
-		if _, err := m.sess.TrySend(m.waiting[0], oneway.AckNone); errors.Is(err, ErrBufferFull) {
+		if err := m.trySend(m.waiting[0]); errors.Is(err, ErrBufferFull) {
 			return false
 		}
 		m.waiting[0] = nil
@@ -309,7 +329,7 @@ func (m *member) flushWaiting() bool {
 		if n := sub.missed.Swap(0); n > 0 {
 			b := wire.AppendNotice(nil, wire.Notice{Kind: wire.NoticeSlow, SID: sub.sid,
 				Text: fmt.Sprintf("%d messages missed", n)})
-			if _, err := m.sess.TrySend(b, oneway.AckNone); errors.Is(err, ErrBufferFull) {
+			if err := m.trySend(b); errors.Is(err, ErrBufferFull) {
 				sub.missed.Add(n)
 				m.hasWaiting.Store(true)
 				return false
@@ -318,6 +338,10 @@ func (m *member) flushWaiting() bool {
 	}
 	return true
 }
+
+// trySend sends an outcome or notice, not waiting for room. b is kept by reference: it must
+// not change afterwards.
+func (m *member) trySend(b []byte) error { return m.sess.PostShared(nil, b) }
 
 // noteMissed records that sub could not take a message; the client hears of it when room opens.
 func (m *member) noteMissed(sub *hubSub) {

@@ -76,7 +76,7 @@ func TestConnectDenied(t *testing.T) {
 	h := testHub(t, HubConfig{Authenticate: byToken(&calls, map[string]*Permissions{"good": nil})})
 	hubLog := watchEvents(h.OnEvent)
 
-	_, err := Dial(testCtx(t), h.Addr().String(), Config{Name: "mallory", Credential: Credential{Token: "forged"}})
+	_, err := Dial(testCtx(t), h.addr, Config{Name: "mallory", Credential: Credential{Token: "forged"}})
 	if !errors.Is(err, ErrPermission) {
 		t.Fatalf("Dial with a bad token: %v, want ErrPermission", err)
 	}
@@ -102,7 +102,7 @@ func TestConnectAuthenticatePanics(t *testing.T) {
 		}
 		return nil, nil
 	}})
-	if _, err := Dial(testCtx(t), h.Addr().String(), Config{Name: "boom"}); !errors.Is(err, ErrPermission) {
+	if _, err := Dial(testCtx(t), h.addr, Config{Name: "boom"}); !errors.Is(err, ErrPermission) {
 		t.Fatalf("Dial against a panicking authenticator: %v, want ErrPermission", err)
 	}
 	dial(t, h, Config{Name: "fine"})
@@ -413,7 +413,7 @@ func TestTLSClientCertificate(t *testing.T) {
 
 	var anon Config
 	anon.Session.Core.TLS = ct.Clone()
-	_, err := Dial(ctx, h.Addr().String(), anon)
+	_, err := Dial(ctx, h.addr, anon)
 	if !errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), "no client certificate") {
 		t.Fatalf("Dial without a client certificate: %v", err)
 	}

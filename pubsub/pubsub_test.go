@@ -28,10 +28,6 @@ func testHub(t *testing.T, cfg HubConfig) *testedHub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Serve records the hub's address only once its goroutine runs; dial needs it at once.
-	h.mu.Lock()
-	h.addr = ln.Addr()
-	h.mu.Unlock()
 	served := make(chan error, 1)
 	go func() { served <- h.Serve(context.Background(), ln) }()
 	th := &testedHub{Hub: h, addr: ln.Addr().String()}

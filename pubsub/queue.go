@@ -11,7 +11,8 @@ type msgQueue struct {
 	buf    []*Msg // a ring of MaxPending slots
 	head   int
 	n      int
-	closed bool
+	closed bool          // put and take report false
+	ending bool          // put reports false; take hands out what is left, then reports false
 	taker  bool          // the handler's goroutine sleeps, or is about to, on wake
 	putter bool          // the dispatcher sleeps, or is about to, on room
 	wake   chan struct{} // one token for the handler's goroutine
@@ -34,13 +35,13 @@ func signal(ch chan struct{}) {
 // the queue is closed.
 func (q *msgQueue) put(m *Msg) bool {
 	q.mu.Lock()
-	for q.n == len(q.buf) && !q.closed {
+	for q.n == len(q.buf) && !q.closed && !q.ending {
 		q.putter = true
 		q.mu.Unlock()
 		<-q.room
 		q.mu.Lock()
 	}
-	if q.closed {
+	if q.closed || q.ending {
 		q.mu.Unlock()
 		return false
 	}
@@ -59,13 +60,13 @@ func (q *msgQueue) put(m *Msg) bool {
 // is closed.
 func (q *msgQueue) take() (*Msg, bool) {
 	q.mu.Lock()
-	for q.n == 0 && !q.closed {
+	for q.n == 0 && !q.closed && !q.ending {
 		q.taker = true
 		q.mu.Unlock()
 		<-q.wake
 		q.mu.Lock()
 	}
-	if q.closed {
+	if q.closed || q.n == 0 {
 		q.mu.Unlock()
 		return nil, false
 	}
@@ -80,6 +81,16 @@ func (q *msgQueue) take() (*Msg, bool) {
 		signal(q.room)
 	}
 	return m, true
+}
+
+// finish ends the queue gently: put reports false from now on, and take hands out the messages
+// waiting, then reports false.
+func (q *msgQueue) finish() {
+	q.mu.Lock()
+	q.ending = true
+	q.mu.Unlock()
+	signal(q.wake)
+	signal(q.room)
 }
 
 // close ends the queue: put and take report false from now on, and both sides are woken. It

@@ -64,5 +64,30 @@ func TestMsgQueue(t *testing.T) {
 		if q.close() != nil {
 			t.Fatal("a second close returned messages")
 		}
+
+		// finish: what waits is still taken, in order, nothing new gets in, and a sleeping take
+		// wakes to report the end.
+		q = newMsgQueue(2)
+		q.put(msgs[0])
+		q.put(msgs[1])
+		q.finish()
+		if q.put(msgs[2]) {
+			t.Fatal("put after finish was taken")
+		}
+		for i, want := range msgs[:2] {
+			if m, ok := q.take(); !ok || m != want {
+				t.Fatalf("take %d after finish: %v %v", i, m, ok)
+			}
+		}
+		if _, ok := q.take(); ok {
+			t.Fatal("take reported a message after the last")
+		}
+		q = newMsgQueue(1)
+		go func() { _, ok := q.take(); took <- ok }()
+		synctest.Wait()
+		q.finish()
+		if <-took {
+			t.Fatal("take woken by finish reported a message")
+		}
 	})
 }

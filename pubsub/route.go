@@ -33,6 +33,9 @@ func (h *Hub) route(pub *member, p wire.Pub) error {
 	if p.Level > uint8(oneway.AckProcessed) {
 		return errors.New("bad ack level")
 	}
+	if h.shut.Load() { // its subscribers' sessions are closing: it could reach none
+		return refuse{ErrClosed, ""}
+	}
 	// A subscriber's MSG carries the publisher's identity where the PUB had its ID and level: a
 	// message too big for the hub's sessions then is refused now, not lost at every subscriber.
 	if n := len(p.Payload) + len(p.Subject) + len(p.Reply) + len(pub.identity) + maxMsgOverhead; n > h.cfg.Session.Core.MaxMessageSize {
@@ -54,6 +57,7 @@ func (h *Hub) route(pub *member, p wire.Pub) error {
 	var ps *pubState
 	if level != oneway.AckNone {
 		ps = &pubState{pub: pub, pubID: p.PubID, level: level, subject: p.Subject, remaining: 1}
+		h.outcomes.Add(1)
 	}
 	r := router{h: h, pub: pub, ps: ps, subject: p.Subject, reply: p.Reply, payload: payload, level: level,
 		hdr: pub.hdr[:0]}
@@ -247,5 +251,6 @@ func (ps *pubState) shareDone() {
 	if done {
 		ps.out.PubID = ps.pubID
 		ps.pub.send(wire.AppendOutcome(nil, ps.out))
+		ps.pub.hub.outcomes.Done()
 	}
 }

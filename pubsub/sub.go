@@ -203,6 +203,24 @@ func (s *Subscription) offer(m *Msg) {
 	}
 }
 
+// sessionEnded ends the subscription with its session (the dispatcher's call, after its last
+// offer). Unless the session was lost, the messages already taken still go to the handler: the
+// hub counted them delivered, and Client.Close promises them handled.
+func (s *Subscription) sessionEnded(err error) {
+	if s.handler == nil || errors.Is(err, ErrSessionLost) {
+		s.end(err)
+		return
+	}
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		return
+	}
+	s.done, s.err = true, err
+	s.mu.Unlock()
+	s.inbox.finish() // run hands over what is left, then ends the context
+}
+
 // end ends the subscription, with why (nil for Unsubscribe): the messages waiting for its
 // handler are rejected, and no more reach it.
 func (s *Subscription) end(err error) {
@@ -227,6 +245,7 @@ func (s *Subscription) run() {
 	for {
 		m, ok := s.inbox.take()
 		if !ok {
+			s.cancel() // (after finish: everything taken was handled)
 			return
 		}
 		if s.ctx.Err() != nil { // taken as the subscription ended

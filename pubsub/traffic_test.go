@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ftsl-go/ftsl/events"
 )
 
 // TestUnsubscribeDuringTraffic: once Unsubscribe returned, no message reaches the handler; those
@@ -176,5 +178,153 @@ func TestUnsubscribeChanDuringTraffic(t *testing.T) {
 	}
 	if processed != took || processed+failed+unmatched != n {
 		t.Errorf("%d taken; outcomes: %d processed, %d failed, %d matched nothing", took, processed, failed, unmatched)
+	}
+}
+
+// TestHubCloseUnderTraffic: Close while publishers publish flat out. Every publish the hub
+// accepted reaches every subscriber, once; every ticket ends; Close returns nil.
+func TestHubCloseUnderTraffic(t *testing.T) {
+	h := testHub(t, HubConfig{})
+	hubLog := watchEvents(h.OnEvent)
+	ctx, cancel := context.WithTimeout(testCtx(t), 20*time.Second)
+	defer cancel()
+	type key struct {
+		pub string
+		i   int
+	}
+	var mu sync.Mutex
+	got := map[string]map[key]int{}
+	progress := make(chan struct{}, 1)
+	for _, name := range []string{"s1", "s2"} {
+		got[name] = map[key]int{}
+		c := dial(t, h, Config{Name: name})
+		if _, err := c.Subscribe("load.*", func(_ context.Context, m *Msg) error {
+			var i int
+			fmt.Sscan(string(m.Data), &i)
+			mu.Lock()
+			got[name][key{m.Publisher, i}]++
+			mu.Unlock()
+			select {
+			case progress <- struct{}{}:
+			default:
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type sent struct {
+		level   AckLevel
+		tickets []*Ticket
+	}
+	pubs := map[string]*sent{"none": {level: AckNone}, "processed": {level: AckProcessed}}
+	var wg sync.WaitGroup
+	for name, s := range pubs {
+		c := dial(t, h, Config{Name: name})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 1; i <= 20000; i++ {
+				tk, err := c.Publish(ctx, "load."+name, []byte(fmt.Sprint(i)), s.level)
+				if err != nil {
+					return // the hub closed the session
+				}
+				s.tickets = append(s.tickets, tk)
+			}
+		}()
+	}
+	for range 200 {
+		<-progress
+	}
+	if err := h.Close(ctx); err != nil {
+		t.Fatalf("hub Close: %v", err)
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	for name, s := range pubs {
+		var ok, refused, untold int
+		for i, tk := range s.tickets {
+			out, err := tk.Wait(ctx)
+			switch {
+			case errors.Is(err, context.DeadlineExceeded):
+				t.Fatalf("%s's publish %d never ended", name, i+1)
+			case errors.Is(err, ErrClosed):
+				refused++ // after Close began: the publisher knows it was not taken
+				continue
+			case errors.Is(err, errNoOutcome):
+				untold++ // the session ended before the hub told the outcome
+				continue
+			case errors.Is(err, ErrSessionClosed):
+				refused++ // the session closed before the hub took the PUB
+				continue
+			case err != nil:
+				t.Errorf("%s's publish %d: %v", name, i+1, err)
+				continue
+			}
+			ok++
+			if s.level == AckProcessed && out.Processed != 2 {
+				t.Errorf("%s's publish %d: %+v", name, i+1, out)
+			}
+			for sub, seen := range got {
+				if seen[key{name, i + 1}] != 1 {
+					t.Errorf("%s's publish %d, accepted, reached %s %d times", name, i+1, sub, seen[key{name, i + 1}])
+				}
+			}
+		}
+		// Close sends every outcome before it closes the sessions.
+		if untold > 0 {
+			t.Errorf("%s: %d publishes ended without the hub's answer", name, untold)
+		}
+		t.Logf("%s: %d published, %d accepted, %d refused (closing), %d untold", name, len(s.tickets), ok, refused, untold)
+	}
+	if evs := hubLog.all(events.SlowConsumer, ""); len(evs) != 0 {
+		t.Errorf("%d SlowConsumer events: the subscribers' buffers hold all this traffic", len(evs))
+	}
+	for sub, seen := range got {
+		for k, n := range seen {
+			if n != 1 || k.i < 1 || k.i > len(pubs[k.pub].tickets) {
+				t.Errorf("%s got %s's message %d %d times", sub, k.pub, k.i, n)
+			}
+		}
+	}
+}
+
+// TestHubCloseHandsOverTaken: when the hub closes, a subscriber's client still hands its handler
+// the messages its session had received: the hub counted them delivered (AckNone), and dropping
+// them on the way to the handler would lose them silently.
+func TestHubCloseHandsOverTaken(t *testing.T) {
+	h := testHub(t, HubConfig{})
+	ctx := testCtx(t)
+	sub := dial(t, h, Config{Name: "sub"})
+	pub := dial(t, h, Config{Name: "pub"})
+	gate := make(chan struct{})
+	var handled atomic.Int32
+	if _, err := sub.Subscribe("x", func(context.Context, *Msg) error {
+		<-gate // the first message holds the handler; the others wait in the client
+		handled.Add(1)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	var last *Ticket
+	for i := range n {
+		tk, err := pub.Publish(ctx, "x", []byte(fmt.Sprint(i)), AckNone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = tk
+	}
+	if _, err := last.Wait(ctx); err != nil { // the hub took them all
+		t.Fatal(err)
+	}
+	if err := h.Close(ctx); err != nil { // it waits for the subscriber's session to have them
+		t.Fatal(err)
+	}
+	close(gate)
+	<-sub.Done()
+	if got := handled.Load(); got != n {
+		t.Errorf("the handler got %d of the %d messages its session had", got, n)
 	}
 }

@@ -131,6 +131,17 @@ type Resolver interface {
 	Resolve(ctx context.Context, name string) (addr string, err error)
 }
 
+// WatchingResolver is a Resolver that also tells when the address of a name may have changed. A
+// client waiting out its backoff before the next reconnection attempt tries again the moment
+// that happens, so a server that moved is found as soon as its name is rebound, not at the
+// client's next poll.
+type WatchingResolver interface {
+	Resolver
+	// Changed returns a channel that is closed when the address of name may differ from what
+	// Resolve returned last. It may be closed already.
+	Changed(name string) <-chan struct{}
+}
+
 // ResolverFunc adapts a function to Resolver.
 type ResolverFunc func(ctx context.Context, name string) (string, error)
 

@@ -129,9 +129,16 @@ func (s *Session) reconnect() *link {
 			// Full jitter in [backoff/2, backoff): clients cut off together do not return together.
 			d := backoff/2 + rand.N(backoff/2+1)
 			backoff = min(2*backoff, s.cfg.BackoffMax)
+			var moved <-chan struct{} // nil, never ready, unless the resolver can tell
+			if w, ok := s.cfg.Resolver.(WatchingResolver); ok {
+				moved = w.Changed(s.name)
+			}
 			t := time.NewTimer(d)
 			select {
 			case <-t.C:
+			case <-moved: // the server may be somewhere new: try there now
+				t.Stop()
+				backoff = s.cfg.BackoffMin
 			case <-s.ended:
 				t.Stop()
 				return nil

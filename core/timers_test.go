@@ -1095,6 +1095,59 @@ func TestReconnectBackoff(t *testing.T) {
 	})
 }
 
+// movingResolver is a WatchingResolver whose test says when the name moved.
+type movingResolver struct {
+	mu      sync.Mutex
+	changed chan struct{}
+}
+
+func newMovingResolver() *movingResolver { return &movingResolver{changed: make(chan struct{})} }
+
+func (r *movingResolver) Resolve(_ context.Context, name string) (string, error) { return name, nil }
+
+func (r *movingResolver) Changed(string) <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.changed
+}
+
+// move wakes whoever waits on Changed, and arms a new channel for the next move.
+func (r *movingResolver) move() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// TestReconnectOnMove: a client waiting out a long backoff tries again the moment its
+// WatchingResolver says the name moved, and its backoff starts over.
+func TestReconnectOnMove(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		res := newMovingResolver()
+		cfg := Config{BackoffMin: time.Second, BackoffMax: 30 * time.Second, Resolver: res}
+		rs := newRawServer(t, defaultOffer())
+		c, e := dialRaw(t, rs, cfg)
+		rs.setDown(true)
+		time.Sleep(time.Second)
+		e.close()
+		time.Sleep(10 * time.Second) // attempts at 0, ~1, ~3, ~7 s: the next is seconds away
+		before := len(rs.dialTimes())
+		rs.setDown(false)
+		moved := time.Now()
+		res.move()
+		e2 := <-rs.ends
+		t.Cleanup(e2.close)
+		dials := rs.dialTimes()
+		if len(dials) != before+1 || !dials[before].Equal(moved) {
+			t.Fatalf("moved at %s; attempts after it at %v, want one at once", bubbleTime(moved), dials[before:])
+		}
+		synctest.Wait()
+		if c.State() != StateConnected {
+			t.Fatalf("state %v after the move", c.State())
+		}
+	})
+}
+
 // ---------------------------------------------------------------------------------------------
 // Idle buffers
 

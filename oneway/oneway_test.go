@@ -711,3 +711,60 @@ func TestConcurrentTrySend(t *testing.T) {
 		t.Fatalf("the blocked Send: %v", err)
 	}
 }
+
+// TestOnDelivered: at AckProcessed, OnDelivered comes when the receiver has the message, before
+// it is processed; registered later, at once; and never for a message the receiver never had.
+func TestOnDelivered(t *testing.T) {
+	p := newPair(t, false, Config{}, Config{})
+	ctx := testCtx(t)
+	tk, err := p.client.Send(ctx, []byte("a"), AckProcessed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	var mu sync.Mutex
+	note := func(s string) func(*Ticket) {
+		return func(*Ticket) { mu.Lock(); order = append(order, s); mu.Unlock() }
+	}
+	delivered := make(chan struct{})
+	tk.OnDelivered(func(x *Ticket) { note("delivered")(x); close(delivered) })
+	tk.OnEnd(note("ended"))
+	d, err := p.server.Recv(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-delivered:
+	case <-ctx.Done():
+		t.Fatal("OnDelivered not called while the receiver holds the message")
+	}
+	if tk.Status() != StatusDelivered {
+		t.Fatalf("status %v", tk.Status())
+	}
+	if err := d.Confirm(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tk.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	late := false
+	tk.OnDelivered(func(*Ticket) { late = true })
+	mu.Lock()
+	got := fmt.Sprint(order)
+	mu.Unlock()
+	if got != "[delivered ended]" || !late {
+		t.Fatalf("calls %s, late registration called: %v", got, late)
+	}
+
+	// A message the receiver never had: its ticket ends, OnDelivered never runs.
+	never, err := p.client.Send(ctx, []byte("b"), AckProcessed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	never.OnDelivered(func(*Ticket) { t.Error("OnDelivered for a message never received") })
+	p.client.Abort()
+	if st, _ := never.Wait(ctx); st != StatusFailed {
+		t.Fatalf("status %v after Abort", st)
+	}
+	never.OnDelivered(func(*Ticket) { t.Error("OnDelivered after a failed end") })
+}

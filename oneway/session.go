@@ -358,6 +358,17 @@ func (s *Session) Close(ctx context.Context) error {
 // Abort ends the session at once; pending tickets fail with ErrSessionClosed. Safe to call twice.
 func (s *Session) Abort() { s.cs.Abort() }
 
+// deliveredLocked records that the receiver has t's message. Its OnDelivered function waits in
+// s.endedWith to be called once mu is released, before any OnEnd queued after it.
+func (s *Session) deliveredLocked(t *Ticket) {
+	if t.level == AckNone {
+		return
+	}
+	if f := t.deliveredNow(); f != nil {
+		s.endedWith = append(s.endedWith, endedTicket{t, f})
+	}
+}
+
 // endTicketLocked ends t, which is counted among the outstanding tickets until then. Its OnEnd
 // function waits in s.endedWith to be called once mu is released (unlockRunEnded).
 func (s *Session) endTicketLocked(t *Ticket, st Status, err error) {
@@ -417,6 +428,7 @@ func (o observer) Progress(p core.Progress) {
 		if t == nil || t.ended() || t.level == AckNone {
 			continue
 		}
+		s.deliveredLocked(t)
 		if t.level == AckDelivered {
 			s.endTicketLocked(t, StatusDelivered, nil)
 		} else {
@@ -428,6 +440,7 @@ func (o observer) Progress(p core.Progress) {
 		s.procDone++
 		if t := s.tq.at(s.procDone); t != nil && t.level == AckProcessed && !t.ended() {
 			if t.Status() == StatusPending { // processed implies delivered: keep the order of events
+				s.deliveredLocked(t)
 				t.advance(StatusDelivered)
 				s.publish(events.MessageDelivered, t.mid, StatusDelivered, nil)
 			}
@@ -446,6 +459,7 @@ func (o observer) Failed(mid uint64, reason string) {
 	if t := s.tq.at(mid); t != nil && !t.ended() {
 		if t.Status() == StatusPending {
 			// The receiver had it (it tried and failed): delivered comes first, as for processed.
+			s.deliveredLocked(t)
 			t.advance(StatusDelivered)
 			s.publish(events.MessageDelivered, mid, StatusDelivered, nil)
 		}

@@ -18,6 +18,10 @@ type Ticket struct {
 	done  chan struct{} // made on demand: most tickets are never waited on
 	err   error         // set before endedBit
 	onEnd func(*Ticket) // OnEnd's; taken by the session when the ticket ends
+	// OnDelivered's, taken by the session when the receiver has the message; delivered says it
+	// had it (a ticket may end failed after that, or without it).
+	onDelivered func(*Ticket)
+	delivered   bool
 }
 
 const endedBit = 1 << 8
@@ -90,6 +94,34 @@ func (t *Ticket) OnEnd(f func(*Ticket)) {
 	t.mu.Unlock()
 }
 
+// OnDelivered has f called once, when the receiver's application was handed the message: on the
+// same terms as OnEnd, and before it; at once if that happened already. It is never called for a
+// message the receiver never had. For a ticket at AckProcessed it tells the delivery apart from
+// the end; at AckDelivered the two come together; at AckNone it is never called.
+func (t *Ticket) OnDelivered(f func(*Ticket)) {
+	t.mu.Lock()
+	if t.delivered {
+		t.mu.Unlock()
+		f(t)
+		return
+	}
+	if !t.ended() {
+		t.onDelivered = f
+	}
+	t.mu.Unlock()
+}
+
+// deliveredNow records that the receiver had the message, and returns the OnDelivered function
+// for the caller to call once it holds no lock. Called with the session's mu held.
+func (t *Ticket) deliveredNow() func(*Ticket) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.delivered = true
+	f := t.onDelivered
+	t.onDelivered = nil
+	return f
+}
+
 // advance records progress short of the end. Called with the session's mu held.
 func (t *Ticket) advance(st Status) { t.state.Store(uint32(st)) }
 
@@ -103,7 +135,7 @@ func (t *Ticket) end(st Status, err error) func(*Ticket) {
 		close(t.done)
 	}
 	f := t.onEnd
-	t.onEnd = nil
+	t.onEnd, t.onDelivered = nil, nil
 	t.mu.Unlock()
 	return f
 }

@@ -123,11 +123,26 @@ func (c *Client) Err() error {
 // the message is buffered; data may be reused at once. It blocks only while the session's buffer
 // is full, until ctx ends. An invalid subject is refused at once; a publish the hub refuses (not
 // permitted) fails its ticket.
-func (c *Client) Publish(ctx context.Context, subject string, data []byte, level AckLevel) (*Ticket, error) {
-	return c.publish(ctx, subject, "", data, level)
+func (c *Client) Publish(ctx context.Context, subject string, data []byte, level AckLevel, opts ...PublishOption) (*Ticket, error) {
+	var o publishOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return c.publish(ctx, subject, "", data, level, o)
 }
 
-func (c *Client) publish(ctx context.Context, subject, reply string, data []byte, level AckLevel) (*Ticket, error) {
+// PublishOption configures one publish.
+type PublishOption func(*publishOptions)
+
+type publishOptions struct{ reportDelivered bool }
+
+// ReportDelivered asks, for a publish at AckProcessed, to hear when every matched subscriber was
+// handed the message, before they all processed it: Ticket.Delivered is closed then and Status
+// says StatusDelivered (a messenger's second tick). It costs the hub one message more per
+// publish; without it Delivered is closed only when the ticket ends.
+func ReportDelivered() PublishOption { return func(o *publishOptions) { o.reportDelivered = true } }
+
+func (c *Client) publish(ctx context.Context, subject, reply string, data []byte, level AckLevel, o publishOptions) (*Ticket, error) {
 	if err := subjects.ValidatePublish(subject, c.cfg.MaxSubjectLength); err != nil {
 		return nil, err
 	}
@@ -151,7 +166,11 @@ func (c *Client) publish(ctx context.Context, subject, reply string, data []byte
 	if bp == nil {
 		bp = new([]byte)
 	}
-	*bp = wire.AppendPubHeader((*bp)[:0], t.id, uint8(level), subject, reply)
+	lv := uint8(level)
+	if o.reportDelivered && level == AckProcessed {
+		lv |= wire.ReportDelivered
+	}
+	*bp = wire.AppendPubHeader((*bp)[:0], t.id, lv, subject, reply)
 	otk, err := c.sess.SendParts(ctx, *bp, data, oneway.AckProcessed)
 	c.hdrPool.Put(bp)
 	if err != nil {
@@ -204,6 +223,19 @@ func (c *Client) dispatch() {
 			c.mu.Unlock()
 			if t != nil {
 				t.end(outcomeOf(o))
+			}
+		case wire.OpProgress:
+			pr, err := wire.DecodeProgress(d.Data)
+			_ = d.Confirm()
+			if err != nil {
+				c.log.Warn().Err(err).Msg("pubsub: bad progress from the hub")
+				continue
+			}
+			c.mu.Lock()
+			t := c.pending[pr.PubID]
+			c.mu.Unlock()
+			if t != nil { // (none if the OUTCOME overtook it)
+				t.reachDelivered()
 			}
 		case wire.OpNotice:
 			n, err := wire.DecodeNotice(d.Data)

@@ -184,3 +184,76 @@ func TestQueueGroupAndRequest(t *testing.T) {
 		t.Fatalf("invalid pattern: %v", err)
 	}
 }
+
+// TestReportDelivered: with ReportDelivered, a publish at AckProcessed hears that every matched
+// subscriber has the message before they process it; without it, only at the end.
+func TestReportDelivered(t *testing.T) {
+	h := testHub(t, HubConfig{})
+	ctx := testCtx(t)
+	pub := dial(t, h, Config{Name: "pub"})
+	held := make(chan *Msg, 10)
+	for _, name := range []string{"a", "b"} {
+		c := dial(t, h, Config{Name: name})
+		if _, err := c.SubscribeChan("chat.room", held); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, report := range []bool{true, false} {
+		var opts []PublishOption
+		if report {
+			opts = append(opts, ReportDelivered())
+		}
+		tk, err := pub.Publish(ctx, "chat.room", []byte("hi"), AckProcessed, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms := []*Msg{<-held, <-held} // both subscribers hold it, unconfirmed
+		if report {
+			select {
+			case <-tk.Delivered():
+			case <-ctx.Done():
+				t.Fatal("Delivered not closed while both subscribers hold the message")
+			}
+			if st := tk.Status(); st != StatusDelivered {
+				t.Fatalf("status %v, want delivered", st)
+			}
+		} else {
+			// The hub sends nothing before the outcome: a publish after this one, whose outcome
+			// comes back, shows that nothing for this one arrived meanwhile.
+			probe, _ := pub.Publish(ctx, "nobody.listens", nil, AckProcessed)
+			if _, err := probe.Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-tk.Delivered():
+				t.Fatal("Delivered closed before the end without ReportDelivered")
+			default:
+			}
+		}
+		select {
+		case <-tk.Done():
+			t.Fatal("the ticket ended before the subscribers confirmed")
+		default:
+		}
+		for _, m := range ms {
+			if err := m.Confirm(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out, err := tk.Wait(ctx)
+		if err != nil || out.Processed != 2 {
+			t.Fatalf("outcome %+v %v", out, err)
+		}
+		select {
+		case <-tk.Delivered():
+		default:
+			t.Fatal("Delivered still open after the end")
+		}
+	}
+	// Matching nobody: complete at once, Delivered closed with it.
+	tk, _ := pub.Publish(ctx, "nobody.listens", nil, AckProcessed, ReportDelivered())
+	if out, err := tk.Wait(ctx); err != nil || out.Matched != 0 {
+		t.Fatalf("no match: %+v %v", out, err)
+	}
+	<-tk.Delivered()
+}

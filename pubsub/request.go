@@ -27,7 +27,7 @@ func (c *Client) Request(ctx context.Context, subject string, data []byte) (*Msg
 		c.mu.Unlock()
 	}()
 	// AckDelivered: the outcome says at once whether anyone matched.
-	t, err := c.publish(ctx, subject, c.inbox+"."+token, data, AckDelivered)
+	t, err := c.publish(ctx, subject, c.inbox+"."+token, data, AckDelivered, publishOptions{})
 	if err != nil {
 		return nil, err
 	}

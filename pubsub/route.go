@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ftsl-go/ftsl/events"
 	"github.com/ftsl-go/ftsl/oneway"
@@ -30,7 +31,8 @@ func (h *Hub) route(pub *member, p wire.Pub) error {
 	if err := subjects.ValidatePublish(p.Subject, h.cfg.MaxSubjectLength); err != nil {
 		return refuse{ErrInvalidSubject, err.Error()}
 	}
-	if p.Level > uint8(oneway.AckProcessed) {
+	report := p.Level&wire.ReportDelivered != 0
+	if lv := p.Level &^ wire.ReportDelivered; lv > uint8(oneway.AckProcessed) {
 		return errors.New("bad ack level")
 	}
 	if h.shut.Load() { // its subscribers' sessions are closing: it could reach none
@@ -53,10 +55,13 @@ func (h *Hub) route(pub *member, p wire.Pub) error {
 		// confirmed: copy it once, and every subscriber's session keeps that copy by reference.
 		payload = bytes.Clone(payload)
 	}
-	level := oneway.AckLevel(p.Level)
+	level := oneway.AckLevel(p.Level &^ wire.ReportDelivered)
 	var ps *pubState
 	if level != oneway.AckNone {
 		ps = &pubState{pub: pub, pubID: p.PubID, level: level, subject: p.Subject, remaining: 1}
+		if report && level == oneway.AckProcessed {
+			ps.report, ps.undelivered = true, 1
+		}
 		h.outcomes.Add(1)
 	}
 	r := router{h: h, pub: pub, ps: ps, subject: p.Subject, reply: p.Reply, payload: payload, level: level,
@@ -73,7 +78,8 @@ func (h *Hub) route(pub *member, p wire.Pub) error {
 		}
 	}
 	if ps != nil {
-		ps.shareDone() // the share routing itself held: the outcome may be complete already
+		ps.handed(false) // the share routing itself held: progress and the outcome may be complete
+		ps.shareDone()
 	}
 	h.counts.published.Add(1)
 	r.addCounts()
@@ -162,6 +168,9 @@ func (r *router) deliver(sub *hubSub, g *groupShare) {
 			err = sessionError(err)
 		}
 		r.shareEnded(sub, g, oneway.StatusFailed, err)
+		if r.ps != nil {
+			r.ps.handed(false) // (after shareEnded: a queue group's share may go on elsewhere)
+		}
 		return
 	}
 	r.sent++
@@ -169,7 +178,19 @@ func (r *router) deliver(sub *hubSub, g *groupShare) {
 		rr := *r     // the router outlives this call in the ticket's function
 		rr.hdr = nil // (the scratch stays the publisher's)
 		rr.sent, rr.dropped = 0, 0
-		tk.OnEnd(func(tk *oneway.Ticket) { rr.shareEnded(sub, g, tk.Status(), tk.Err()) })
+		if !rr.ps.report {
+			tk.OnEnd(func(tk *oneway.Ticket) { rr.shareEnded(sub, g, tk.Status(), tk.Err()) })
+			return
+		}
+		// Both functions run on the subscriber's session, one after the other.
+		var had atomic.Bool
+		tk.OnDelivered(func(*oneway.Ticket) { had.Store(true); rr.ps.handed(true) })
+		tk.OnEnd(func(tk *oneway.Ticket) {
+			rr.shareEnded(sub, g, tk.Status(), tk.Err())
+			if !had.Load() {
+				rr.ps.handed(false) // it never will be
+			}
+		})
 	}
 }
 
@@ -206,6 +227,14 @@ type pubState struct {
 	mu        sync.Mutex
 	remaining int // shares not ended, and 1 while routing goes on
 	out       wire.Outcome
+	finished  bool // the outcome is sent
+
+	// With report (ReportDelivered): shares neither delivered nor ended, 1 while routing goes
+	// on; the shares delivered; and whether PROGRESS went.
+	report      bool
+	undelivered int
+	delivered   uint64
+	reported    bool
 }
 
 // matched counts a share begun; first is false for a queue group's share going to another member.
@@ -215,7 +244,33 @@ func (ps *pubState) matched(first bool) {
 		ps.out.Matched++
 	}
 	ps.remaining++
+	if ps.report {
+		ps.undelivered++
+	}
 	ps.mu.Unlock()
+}
+
+// handed counts a share delivered (had), or over without delivery; once none is left, and the
+// outcome is still to come, the publisher hears PROGRESS.
+func (ps *pubState) handed(had bool) {
+	if !ps.report {
+		return
+	}
+	ps.mu.Lock()
+	ps.undelivered--
+	if had {
+		ps.delivered++
+	}
+	send := ps.undelivered == 0 && !ps.reported && !ps.finished
+	if send {
+		ps.reported = true
+	}
+	pr := wire.Progress{PubID: ps.pubID, Matched: ps.out.Matched, Delivered: ps.delivered}
+	ps.mu.Unlock()
+	if send {
+		// It may still reach the publisher after the OUTCOME, which wins: the client then drops it.
+		ps.pub.send(wire.AppendProgress(nil, pr))
+	}
 }
 
 // ended records a share's end, by its ticket's status.
@@ -247,6 +302,7 @@ func (ps *pubState) shareDone() {
 	ps.mu.Lock()
 	ps.remaining--
 	done := ps.remaining == 0
+	ps.finished = done
 	ps.mu.Unlock()
 	if done {
 		ps.out.PubID = ps.pubID

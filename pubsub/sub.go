@@ -42,7 +42,7 @@ func (m *Msg) Respond(ctx context.Context, data []byte) error {
 	if m.Reply == "" {
 		return errors.New("ftsl: the message asked for no answer")
 	}
-	_, err := m.c.publish(ctx, m.Reply, "", data, AckNone)
+	_, err := m.c.publish(ctx, m.Reply, "", data, AckNone, publishOptions{})
 	return err
 }
 

@@ -87,10 +87,12 @@ type Ticket struct {
 	level AckLevel
 	state atomic.Uint32 // Status, with endedBit once final
 
-	mu   sync.Mutex
-	done chan struct{}
-	out  Outcome
-	err  error
+	mu        sync.Mutex
+	done      chan struct{}
+	delivered chan struct{} // Delivered's, made on demand
+	reached   bool          // every matched subscriber has it (or the ticket ended)
+	out       Outcome
+	err       error
 }
 
 const endedBit = 1 << 8
@@ -122,6 +124,39 @@ func (t *Ticket) Done() <-chan struct{} {
 		t.done = make(chan struct{})
 	}
 	return t.done
+}
+
+// Delivered is closed when every matched subscriber was handed the message: with
+// ReportDelivered, as soon as the hub knows, before the processed outcome; otherwise, and at
+// AckNone and AckDelivered, when the ticket ends (whatever its outcome).
+func (t *Ticket) Delivered() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.reached {
+		return closedChan
+	}
+	if t.delivered == nil {
+		t.delivered = make(chan struct{})
+	}
+	return t.delivered
+}
+
+// reachDelivered records the hub's PROGRESS: every matched subscriber has the message.
+func (t *Ticket) reachDelivered() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ended() || t.reached {
+		return
+	}
+	t.state.Store(uint32(StatusDelivered))
+	t.reachedLocked()
+}
+
+func (t *Ticket) reachedLocked() {
+	t.reached = true
+	if t.delivered != nil {
+		close(t.delivered)
+	}
 }
 
 // Wait blocks until the ticket ends or ctx does. It returns the outcome and nil if every matched
@@ -157,6 +192,9 @@ func (t *Ticket) end(out Outcome, err error) {
 	t.state.Store(uint32(st) | endedBit)
 	if t.done != nil {
 		close(t.done)
+	}
+	if !t.reached {
+		t.reachedLocked()
 	}
 	t.mu.Unlock()
 }

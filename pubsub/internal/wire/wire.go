@@ -7,10 +7,15 @@
 //	CONNECT  op=1  version u8, name, token, user, password, inbox
 //	SUB      op=2  sid, subject, queue
 //	UNSUB    op=3  sid
-//	PUB      op=4  pubID, level u8, subject, reply, payload
+//	PUB      op=4  pubID, level u8 (| 0x80: report delivered), subject, reply, payload
 //	MSG      op=16 sid, subject, reply, publisher, payload
 //	OUTCOME  op=17 pubID, matched, delivered, processed, failures: count, then (subscriber, reason)
 //	NOTICE   op=18 kind u8, sid, text
+//	PROGRESS op=19 pubID, matched, delivered
+//
+// PROGRESS answers a PUB at level processed whose level byte has ReportDelivered: every matched
+// subscriber was handed the message, and the OUTCOME is still to come. The hub sends it at most
+// once, before the OUTCOME, and not at all if the outcome is complete by then.
 //
 // The answers to CONNECT, SUB, UNSUB and PUB are the session's own: the hub confirms the message
 // (accepted) or rejects it with a reason (refused), and the client's ticket says which.
@@ -27,14 +32,18 @@ const Version = 1
 
 // Ops.
 const (
-	OpConnect = 1
-	OpSub     = 2
-	OpUnsub   = 3
-	OpPub     = 4
-	OpMsg     = 16
-	OpOutcome = 17
-	OpNotice  = 18
+	OpConnect  = 1
+	OpSub      = 2
+	OpUnsub    = 3
+	OpPub      = 4
+	OpMsg      = 16
+	OpOutcome  = 17
+	OpNotice   = 18
+	OpProgress = 19
 )
+
+// ReportDelivered, or'ed into PUB's level byte, asks for a PROGRESS.
+const ReportDelivered = 0x80
 
 // Notice kinds.
 const (
@@ -137,6 +146,22 @@ func AppendOutcome(b []byte, o Outcome) []byte {
 		b = appendString(appendString(b, clip(f.Subscriber)), clip(f.Reason))
 	}
 	return b
+}
+
+// Progress is PROGRESS.
+type Progress struct{ PubID, Matched, Delivered uint64 }
+
+// AppendProgress appends PROGRESS to b.
+func AppendProgress(b []byte, p Progress) []byte {
+	b = binary.AppendUvarint(append(b, OpProgress), p.PubID)
+	return binary.AppendUvarint(binary.AppendUvarint(b, p.Matched), p.Delivered)
+}
+
+// DecodeProgress decodes PROGRESS.
+func DecodeProgress(b []byte) (Progress, error) {
+	d := start(b, OpProgress, "PROGRESS")
+	p := Progress{PubID: d.uvarint("publish ID"), Matched: d.uvarint("matched"), Delivered: d.uvarint("delivered")}
+	return p, d.end("PROGRESS")
 }
 
 // AppendNotice appends NOTICE to b.

@@ -38,19 +38,24 @@ func TestRoundTrips(t *testing.T) {
 	if got, err := DecodeNotice(AppendNotice(nil, n)); err != nil || got != n {
 		t.Errorf("NOTICE: %+v %v", got, err)
 	}
+	pr := Progress{PubID: 7, Matched: 300, Delivered: 299}
+	if got, err := DecodeProgress(AppendProgress(nil, pr)); err != nil || got != pr {
+		t.Errorf("PROGRESS: %+v %v", got, err)
+	}
 }
 
 // TestTruncated: every message cut short anywhere decodes to ErrMalformed, never a panic (PUB and
 // MSG take whatever follows their header as payload, so they are cut inside the header only).
 func TestTruncated(t *testing.T) {
 	msgs := map[string][]byte{
-		"CONNECT": AppendConnect(nil, Connect{Version: 1, Name: "n", Token: "t"}),
-		"SUB":     AppendSub(nil, Sub{SID: 1, Subject: "a.b", Queue: "q"}),
-		"UNSUB":   AppendUnsub(nil, 1),
-		"PUB":     AppendPubHeader(nil, 1, 0, "a", "r"),
-		"MSG":     AppendMsgHeader(nil, 1, "a", "r", "p"),
-		"OUTCOME": AppendOutcome(nil, Outcome{PubID: 1, Failures: []Failure{{"s", "r"}}}),
-		"NOTICE":  AppendNotice(nil, Notice{Kind: 1, SID: 1, Text: "x"}),
+		"CONNECT":  AppendConnect(nil, Connect{Version: 1, Name: "n", Token: "t"}),
+		"SUB":      AppendSub(nil, Sub{SID: 1, Subject: "a.b", Queue: "q"}),
+		"UNSUB":    AppendUnsub(nil, 1),
+		"PUB":      AppendPubHeader(nil, 1, 0, "a", "r"),
+		"MSG":      AppendMsgHeader(nil, 1, "a", "r", "p"),
+		"OUTCOME":  AppendOutcome(nil, Outcome{PubID: 1, Failures: []Failure{{"s", "r"}}}),
+		"NOTICE":   AppendNotice(nil, Notice{Kind: 1, SID: 1, Text: "x"}),
+		"PROGRESS": AppendProgress(nil, Progress{PubID: 1, Matched: 2, Delivered: 2}),
 	}
 	for name, full := range msgs {
 		for n := 0; n < len(full); n++ {
@@ -106,6 +111,8 @@ func decodeAny(b []byte) error {
 		_, err = DecodeOutcome(b)
 	case OpNotice:
 		_, err = DecodeNotice(b)
+	case OpProgress:
+		_, err = DecodeProgress(b)
 	default:
 		_, err = DecodeSub(b) // any decoder refuses an unknown op
 	}
@@ -121,6 +128,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(append(AppendMsgHeader(nil, 1, "a.b", "r", "p"), 4))
 	f.Add(AppendOutcome(nil, Outcome{PubID: 1, Matched: 2, Failures: []Failure{{"a", "b"}}}))
 	f.Add(AppendNotice(nil, Notice{Kind: 1, SID: 1, Text: "t"}))
+	f.Add(AppendProgress(nil, Progress{PubID: 1, Matched: 2, Delivered: 1}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var again []byte
 		switch Op(b) {
@@ -151,6 +159,10 @@ func FuzzDecode(f *testing.F) {
 		case OpNotice:
 			if n, err := DecodeNotice(b); err == nil {
 				again = AppendNotice(nil, n)
+			}
+		case OpProgress:
+			if p, err := DecodeProgress(b); err == nil {
+				again = AppendProgress(nil, p)
 			}
 		}
 		// Varints have more than one encoding; a decoded message re-encodes to the shortest.

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/ftsl-go/ftsl/core"
@@ -59,6 +60,7 @@ const (
 var (
 	ErrSessionClosed   = core.ErrSessionClosed
 	ErrSessionLost     = core.ErrSessionLost
+	ErrSessionMoved    = core.ErrSessionMoved
 	ErrBufferFull      = core.ErrBufferFull
 	ErrMessageTooLarge = core.ErrMessageTooLarge
 
@@ -151,6 +153,10 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 type Listener struct {
 	ln  *core.Listener
 	cfg Config
+
+	mu       sync.Mutex
+	sessions map[uint64]*Session // handed out and not ended: what Export takes
+	pending  map[uint64]imported // imported, not yet accepted: their state waits for Accept
 }
 
 // Listen listens on the TCP address addr.
@@ -185,7 +191,7 @@ func (l *Listener) Accept(ctx context.Context) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newSession(cs, &l.cfg), nil
+	return l.wrap(cs), nil
 }
 
 // Addr is the address the listener listens on.

@@ -97,6 +97,9 @@ func (d *Delivery) takeLocked() error {
 	if d.s.current == d {
 		d.s.current = nil
 	}
+	if d.Attempt > 1 {
+		delete(d.s.heldAttempts, d.ID)
+	}
 	return nil
 }
 
@@ -197,6 +200,10 @@ func (s *Session) deliver(m core.Message) *Delivery {
 	if n, ok := s.redelivered[m.ID]; ok {
 		delete(s.redelivered, m.ID)
 		d.Attempt, d.Redelivered = n+1, true
+		if s.heldAttempts == nil {
+			s.heldAttempts = make(map[uint64]int)
+		}
+		s.heldAttempts[m.ID] = n // an export needs them; first attempts, the common case, need nothing
 	}
 	if s.inFlight == 1 {
 		s.current = d

@@ -47,6 +47,12 @@ type Session struct {
 	wasDown     bool          // the connection died since the last resume
 	onClose     func(error)   // OnClose's
 	endedWith   []endedTicket // tickets just ended whose OnEnd is still to call
+	// Migration (export.go): set by the listener's Export; moved is closed, and exported set,
+	// once the core session moved and the tickets it left were taken.
+	exporting bool
+	moved     chan struct{}
+	exported  *SessionState
+	lis       *Listener // the listener that accepted it, if any
 
 	// Receive side, guarded by rmu. inFlight is the bound on deliveries held at once (the core
 	// session's MaxInFlight); at 1 the paper's rule holds: each Recv settles the previous delivery.
@@ -54,8 +60,10 @@ type Session struct {
 	inFlight    int
 	current     *Delivery      // with inFlight 1: the delivery the last Recv returned, if open
 	redelivered map[uint64]int // requeued messages: the attempts they have had
-	handling    bool
-	handlerW    sync.WaitGroup
+	// heldAttempts: the failed attempts of the deliveries held now that are not first attempts.
+	heldAttempts map[uint64]int
+	handling     bool
+	handlerW     sync.WaitGroup
 
 	doneOnce sync.Once
 	done     chan struct{}
@@ -331,6 +339,9 @@ func (s *Session) sendableLocked() error {
 	if s.ended {
 		return s.endErr
 	}
+	if s.exporting {
+		return fmt.Errorf("%w: its listener is exporting it", ErrSessionMoved)
+	}
 	if s.closing {
 		return fmt.Errorf("%w: no new messages once Close was called", ErrSessionClosed)
 	}
@@ -496,6 +507,12 @@ func (s *Session) stateChangedLocked(st core.State, err error) (closed func(erro
 		// (A moved session goes on in the process that imported it; here it is over.)
 		if s.ended {
 			return nil
+		}
+		if st == core.StateMoved && s.exporting {
+			s.captureLocked() // what the tickets are now goes on in the importing process
+		}
+		if s.lis != nil {
+			s.lis.forget(s)
 		}
 		s.ended = true
 		if err == nil {

@@ -32,9 +32,14 @@ type Hub struct {
 	rr     atomic.Uint64 // round-robin counter for queue groups
 	counts hubCounters
 	shut   atomic.Bool // Close began: publishes are refused (read per publish, without mu)
+	// paused: Pause froze the hub; nothing a client sent is handled until Continue. moved:
+	// Export took the state; what happens here from then on is nobody's business.
+	paused atomic.Bool
+	moved  atomic.Bool
 	ctx    context.Context
 	stop   context.CancelFunc
 	local  *pipeListener // in-process clients (Connect)
+	inproc *oneway.Listener
 
 	// outcomes counts the publishes whose outcome is not yet sent: Close waits for them before
 	// it closes the sessions, which then take no more messages.
@@ -78,6 +83,7 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
+	h.inproc = ln
 	h.mu.Lock()
 	h.listeners = append(h.listeners, ln)
 	h.mu.Unlock()
@@ -125,7 +131,7 @@ func (h *Hub) serve(ctx context.Context, ln *oneway.Listener) error {
 			}
 			return err
 		}
-		h.attach(s)
+		h.attach(s, ln)
 	}
 }
 
@@ -164,6 +170,9 @@ func (h *Hub) event(kind events.Kind, session uint64, subject string, err error)
 // its publisher asked for (subscribers get what was accepted), and aborts whatever is left when
 // ctx ends, returning ctx's error then. Safe to call twice.
 func (h *Hub) Close(ctx context.Context) error {
+	if h.paused.Load() && !h.moved.Load() {
+		_ = h.Continue() // a paused hub's sessions could neither deliver nor close
+	}
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
@@ -179,6 +188,21 @@ func (h *Hub) Close(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 	h.stop() // no more Accepts
+	if h.moved.Load() {
+		// The clients of the listener exported went on elsewhere, and their members are gone;
+		// in-process clients cannot follow: their sessions end.
+		for _, m := range members {
+			m.sess.Abort()
+		}
+		h.serving.Wait()
+		for _, ln := range listeners {
+			_ = ln.Close()
+		}
+		close(h.kick)
+		<-h.houseDone
+		h.ev.Close()
+		return nil
+	}
 	for _, m := range members {
 		// A publish routed before shut was set goes out before the sessions close: wait for
 		// the member's drain under way, if any.
@@ -219,8 +243,8 @@ func (h *Hub) Connect(ctx context.Context, cfg Config) (*Client, error) {
 }
 
 // attach makes s a member: its messages are handled as they arrive, on its reader.
-func (h *Hub) attach(s *oneway.Session) {
-	m := &member{hub: h, sess: s, id: s.ID()}
+func (h *Hub) attach(s *oneway.Session, ln *oneway.Listener) {
+	m := &member{hub: h, sess: s, id: s.ID(), ln: ln}
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
@@ -244,6 +268,9 @@ func (h *Hub) housekeep() {
 		h.mu.Lock()
 		var waiting []*member
 		for m := range h.members {
+			if h.paused.Load() {
+				break
+			}
 			if m.hasWaiting.Load() {
 				waiting = append(waiting, m)
 			}

@@ -18,6 +18,7 @@ type member struct {
 	hub  *Hub
 	sess *oneway.Session
 	id   uint64
+	ln   *oneway.Listener // the listener that accepted its session
 
 	// Owned by the goroutine draining the session (one at a time: drainMu).
 	drainMu   sync.Mutex
@@ -29,7 +30,12 @@ type member struct {
 	// Set once by CONNECT, read by everyone after.
 	identity string
 	inbox    string
+	perms    *Permissions // as Authenticate gave them: an export takes them
 	rules    *rules
+
+	// The publishes it made whose outcome is still to come, for an export to take.
+	pubsMu sync.Mutex
+	pubs   map[*pubState]struct{}
 
 	mu   sync.Mutex // guards what follows
 	subs map[uint64]*hubSub
@@ -67,6 +73,9 @@ func (m *member) drain() {
 	m.drainMu.Lock()
 	defer m.drainMu.Unlock()
 	for {
+		if m.hub.paused.Load() {
+			return // Continue drains again
+		}
 		if m.hasWaiting.Load() && m.backlogged() {
 			return
 		}
@@ -171,6 +180,7 @@ func (m *member) connect(b []byte) error {
 		info.TLS = &st
 	}
 	perms, err := h.authenticate(info)
+	m.perms = perms
 	if err == nil {
 		m.rules, err = compile(perms, h.cfg.MaxSubjectLength)
 	}
@@ -267,6 +277,10 @@ func (sub *hubSub) deliverable(subject string) bool {
 // its pending shares of publishes fail.
 func (m *member) closed(err error) {
 	h := m.hub
+	if h.moved.Load() {
+		h.forget(m) // its state went with the export: nothing here is its to end
+		return
+	}
 	m.mu.Lock()
 	m.gone = true
 	subs := m.subs
@@ -288,7 +302,7 @@ func (m *member) closed(err error) {
 func (m *member) send(b []byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.gone {
+	if m.gone || m.hub.moved.Load() {
 		return
 	}
 	if len(m.waiting) == 0 {
@@ -316,6 +330,9 @@ func (m *member) backlogged() bool {
 func (m *member) flushWaiting() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.hub.paused.Load() {
+		return true // what waits stays, for Export to take or Continue to send
+	}
 	for len(m.waiting) > 0 {
 		if err := m.trySend(m.waiting[0]); errors.Is(err, ErrBufferFull) {
 			return false
@@ -348,4 +365,20 @@ func (m *member) noteMissed(sub *hubSub) {
 	sub.missed.Add(1)
 	m.hasWaiting.Store(true)
 	m.hub.kickHousekeeper()
+}
+
+// recordPublish and forgetPublish keep the member's publishes whose outcome is to come.
+func (m *member) recordPublish(ps *pubState) {
+	m.pubsMu.Lock()
+	if m.pubs == nil {
+		m.pubs = make(map[*pubState]struct{})
+	}
+	m.pubs[ps] = struct{}{}
+	m.pubsMu.Unlock()
+}
+
+func (m *member) forgetPublish(ps *pubState) {
+	m.pubsMu.Lock()
+	delete(m.pubs, ps)
+	m.pubsMu.Unlock()
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/ftsl-go/ftsl/events"
 	"github.com/ftsl-go/ftsl/oneway"
@@ -63,6 +62,7 @@ func (h *Hub) route(pub *member, p wire.Pub) error {
 			ps.report, ps.undelivered = true, 1
 		}
 		h.outcomes.Add(1)
+		pub.recordPublish(ps)
 	}
 	r := router{h: h, pub: pub, ps: ps, subject: p.Subject, reply: p.Reply, payload: payload, level: level,
 		hdr: pub.hdr[:0]}
@@ -175,22 +175,64 @@ func (r *router) deliver(sub *hubSub, g *groupShare) {
 	}
 	r.sent++
 	if r.ps != nil {
-		rr := *r     // the router outlives this call in the ticket's function
-		rr.hdr = nil // (the scratch stays the publisher's)
-		rr.sent, rr.dropped = 0, 0
-		if !rr.ps.report {
-			tk.OnEnd(func(tk *oneway.Ticket) { rr.shareEnded(sub, g, tk.Status(), tk.Err()) })
-			return
-		}
-		// Both functions run on the subscriber's session, one after the other.
-		var had atomic.Bool
-		tk.OnDelivered(func(*oneway.Ticket) { had.Store(true); rr.ps.handed(true) })
-		tk.OnEnd(func(tk *oneway.Ticket) {
-			rr.shareEnded(sub, g, tk.Status(), tk.Err())
-			if !had.Load() {
-				rr.ps.handed(false) // it never will be
-			}
-		})
+		sh := &share{r: *r, sub: sub, g: g, mid: tk.ID()}
+		sh.r.hdr = nil // (the scratch stays the publisher's)
+		sh.r.sent, sh.r.dropped = 0, 0
+		r.ps.add(sh)
+		sh.follow(tk)
+	}
+}
+
+// share is one subscriber's copy of a publish that asked for an outcome, followed through its
+// ticket until it ends. The publish keeps its shares (pubState.shares) so that an export can
+// name them: the subscriber and its ticket.
+type share struct {
+	r   router // the routing, for a queue group's share to go on elsewhere
+	sub *hubSub
+	g   *groupShare
+	mid uint64 // the ticket's, in sub's session
+	// Guarded by the publish's mu. had: the subscriber was handed it (ReportDelivered).
+	had   bool
+	ended bool
+}
+
+// follow has the share's ticket report to it. Both functions run on the subscriber's session,
+// one after the other; neither runs once the hub moved (the ticket then failed only because its
+// session went on in another process, with the share).
+func (sh *share) follow(tk *oneway.Ticket) {
+	if sh.r.ps.report {
+		tk.OnDelivered(sh.delivered)
+	}
+	tk.OnEnd(sh.end)
+}
+
+func (sh *share) delivered(*oneway.Ticket) {
+	ps := sh.r.ps
+	if sh.r.h.moved.Load() {
+		return
+	}
+	ps.mu.Lock()
+	sh.had = true
+	ps.mu.Unlock()
+	ps.handed(true)
+}
+
+func (sh *share) end(tk *oneway.Ticket) {
+	if sh.r.h.moved.Load() {
+		return
+	}
+	sh.finish(tk.Status(), tk.Err())
+}
+
+func (sh *share) finish(st oneway.Status, err error) {
+	ps := sh.r.ps
+	ps.mu.Lock()
+	sh.ended = true
+	had := sh.had
+	ps.mu.Unlock()
+	sh.r.shareEnded(sh.sub, sh.g, st, err)
+	if ps.report && !had {
+		ps.handed(false) // it never will be
 	}
 }
 
@@ -227,7 +269,8 @@ type pubState struct {
 	mu        sync.Mutex
 	remaining int // shares not ended, and 1 while routing goes on
 	out       wire.Outcome
-	finished  bool // the outcome is sent
+	finished  bool     // the outcome is sent
+	shares    []*share // those followed; ended ones stay, marked, until the publish ends
 
 	// With report (ReportDelivered): shares neither delivered nor ended, 1 while routing goes
 	// on; the shares delivered; and whether PROGRESS went.
@@ -235,6 +278,13 @@ type pubState struct {
 	undelivered int
 	delivered   uint64
 	reported    bool
+}
+
+// add records a share sent and followed.
+func (ps *pubState) add(sh *share) {
+	ps.mu.Lock()
+	ps.shares = append(ps.shares, sh)
+	ps.mu.Unlock()
 }
 
 // matched counts a share begun; first is false for a queue group's share going to another member.
@@ -303,9 +353,13 @@ func (ps *pubState) shareDone() {
 	ps.remaining--
 	done := ps.remaining == 0
 	ps.finished = done
+	if done {
+		ps.shares = nil
+	}
 	ps.mu.Unlock()
 	if done {
 		ps.out.PubID = ps.pubID
+		ps.pub.forgetPublish(ps)
 		ps.pub.send(wire.AppendOutcome(nil, ps.out))
 		ps.pub.hub.outcomes.Done()
 	}

@@ -1919,3 +1919,63 @@ func TestMaxSessionsConfig(t *testing.T) {
 		t.Fatalf("negative MaxSessions: %v", err)
 	}
 }
+
+// TestStaleRestoreRefused: a server restored from a state older than what its client saw (the
+// server went on after the state was taken, and the client received more) must not resume the
+// session with a hole: the client's RESUME shows it, and the session is lost on both sides. The
+// other way round, a client that had its messages acknowledged by the newer server finds the
+// stale one lacking frames it no longer holds, and refuses.
+func TestStaleRestoreRefused(t *testing.T) {
+	for _, dir := range []string{"server sent more", "client sent more"} {
+		t.Run(dir, func(t *testing.T) {
+			ccfg := Config{BackoffMin: time.Millisecond, BackoffMax: 10 * time.Millisecond, ResumeWindow: 2 * time.Second}
+			m := newMovable(t, 1, ccfg, Config{})
+			ctx := testCtx(t)
+			c := m.clients[0]
+			st := m.pauseExport()
+			byID := m.importAt(st, Config{})
+			s := byID[c.ID()]
+			if err := m.ln.Continue(); err != nil {
+				t.Fatal(err)
+			}
+			// The newer copy and the client exchange a message both ways, acknowledged.
+			a, b := s, c
+			if dir == "client sent more" {
+				a, b = c, s
+			}
+			rec := newRecorder()
+			a.Observe(rec)
+			mid, err := a.Send(ctx, []byte("after the state was taken"), AckNone)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, err := b.Recv(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Settle(msg.ID, nil); err != nil {
+				t.Fatal(err)
+			}
+			// a has its acknowledgement: the frame is freed.
+			if err := rec.await(ctx, func(r *recorder) bool { return r.progress.Acked >= mid }); err != nil {
+				t.Fatal(err)
+			}
+			// The newer copy dies without a word (a crash), and the stale state is restored.
+			if err := m.ln.Pause(ctx); err != nil {
+				t.Fatal(err)
+			}
+			m.importAt(st, Config{})
+			if err := m.ln.Continue(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-c.Done():
+			case <-ctx.Done():
+				t.Fatalf("the client resumed a stale copy: state %v", c.State())
+			}
+			if !errors.Is(c.Err(), ErrSessionLost) {
+				t.Fatalf("client ended with %v, want lost", c.Err())
+			}
+		})
+	}
+}

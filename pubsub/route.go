@@ -57,7 +57,8 @@ func (h *Hub) route(pub *member, p wire.Pub) error {
 	level := oneway.AckLevel(p.Level &^ wire.ReportDelivered)
 	var ps *pubState
 	if level != oneway.AckNone {
-		ps = &pubState{pub: pub, pubID: p.PubID, level: level, subject: p.Subject, remaining: 1}
+		ps = &pubState{pub: pub, pubID: p.PubID, level: level, subject: p.Subject, remaining: 1,
+			shares: make([]*share, 0, len(res.Plain)+len(res.Groups))}
 		if report && level == oneway.AckProcessed {
 			ps.report, ps.undelivered = true, 1
 		}

@@ -143,20 +143,31 @@ func (p *Pair) setup() error {
 	return p.waitCarrier()
 }
 
+// ListenA returns a listener whose socket lives in namespace A, with the
+// rules of ListenB; an empty host means AddrA. A server that starts there,
+// next to its clients, and moves to B changes address and namespace.
+func (p *Pair) ListenA(network, addr string) (net.Listener, error) {
+	return p.listenIn(p.NameA, p.AddrA, network, addr)
+}
+
 // ListenB returns a listener whose socket lives in namespace B. An empty
 // host in addr (as in ":0") means AddrB; otherwise the host must be an IP
 // literal (no name resolution is done, so that no lookup ever leaves the
 // namespace or touches the host's resolver).
 func (p *Pair) ListenB(network, addr string) (net.Listener, error) {
+	return p.listenIn(p.NameB, p.AddrB, network, addr)
+}
+
+func (p *Pair) listenIn(ns, defHost, network, addr string) (net.Listener, error) {
 	if err := p.checkOpen(); err != nil {
 		return nil, err
 	}
-	addr, err := literalAddr(addr, p.AddrB)
+	addr, err := literalAddr(addr, defHost)
 	if err != nil {
 		return nil, err
 	}
 	var ln net.Listener
-	err = inNetns(p.NameB, func() error {
+	err = inNetns(ns, func() error {
 		var lc net.ListenConfig
 		var err error
 		ln, err = lc.Listen(context.Background(), network, addr)

@@ -18,6 +18,9 @@ func Available() (bool, string) { return false, errUnsupported.Error() }
 // NewPair always fails on this operating system.
 func NewPair(prefix string) (*Pair, error) { return nil, errUnsupported }
 
+// ListenA always fails on this operating system.
+func (p *Pair) ListenA(network, addr string) (net.Listener, error) { return nil, errUnsupported }
+
 // ListenB always fails on this operating system.
 func (p *Pair) ListenB(network, addr string) (net.Listener, error) { return nil, errUnsupported }
 

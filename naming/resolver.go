@@ -85,6 +85,7 @@ type watched struct {
 	version uint64 // the binding's version, or the index of the answer that said it is not bound
 	live    bool   // the last watch answered: the cache is as fresh as the server's news
 	gen     uint64 // counts the moves seen: binding, address or version changed
+	seq     uint64 // counts the answers recorded, moves or not
 	// resolved is gen as Resolve returned it last: if gen moved on since, Changed is closed.
 	resolved uint64
 	changed  chan struct{} // closed at the next move
@@ -141,6 +142,10 @@ func (r *Resolver) Resolve(ctx context.Context, name string) (string, error) {
 		defer r.mu.Unlock()
 		return r.answerLocked(e)
 	}
+	var seq uint64
+	if e != nil {
+		seq = e.seq
+	}
 	r.mu.Unlock()
 
 	b, err := r.client.Lookup(ctx, name)
@@ -151,13 +156,16 @@ func (r *Resolver) Resolve(ctx context.Context, name string) (string, error) {
 	defer r.mu.Unlock()
 	switch {
 	case err == nil || errors.Is(err, ErrNotFound):
-		// A watch may have told of something newer while the lookup was under way.
-		if !e.known || b.Version > e.version {
-			r.applyLocked(e, err == nil, b.Addr, b.Version)
+		// A watch may have told of something newer while the lookup was under way; if none
+		// did, the lookup is the news, even with a lower version (the server lost its data).
+		if !e.known || b.Version >= e.version || e.seq == seq {
+			r.applyLocked(e, err == nil, b.Addr, max(b.Version, 1))
 		}
-		select {
-		case e.kick <- struct{}{}: // the server is back: a watch loop backing off may try now
-		default:
+		if !e.live {
+			select {
+			case e.kick <- struct{}{}: // the server answers: a watch loop backing off may try now
+			default:
+			}
 		}
 		return r.answerLocked(e)
 	case e.known && e.bound:
@@ -212,7 +220,7 @@ func (r *Resolver) Close() error {
 }
 
 // watch is e's loop: one long-poll watch after another, each from the version known last; on a
-// failure it backs off, jittered, and tries again.
+// failure it backs off, jittered, and tries again, first with index 0, to hear the state at once.
 func (r *Resolver) watch(e *watched) {
 	defer r.wg.Done()
 	backoff := r.cfg.BackoffMin
@@ -228,7 +236,12 @@ func (r *Resolver) watch(e *watched) {
 		next = (next + 1) % watchBurst
 
 		r.mu.Lock()
-		after := e.version
+		// Until a watch has answered, index 0: the answer comes at once and proves the watch
+		// live (a watch that waits proves nothing until it answers).
+		after, seq := e.version, e.seq
+		if !e.live {
+			after = 0
+		}
 		r.mu.Unlock()
 		b, err := r.client.Watch(r.ctx, e.name, after)
 		if r.ctx.Err() != nil {
@@ -244,6 +257,10 @@ func (r *Resolver) watch(e *watched) {
 				ev = r.log.Info()
 			}
 			ev.Err(err).Str("name", e.name).Stringer("retry_in", backoff).Msg("naming watch failed")
+			select {
+			case <-e.kick: // a lookup that reached the server before this failure is no news
+			default:
+			}
 			d := backoff/2 + rand.N(backoff/2+1)
 			backoff = min(2*backoff, r.cfg.BackoffMax)
 			if !r.sleep(d, e.kick) {
@@ -259,7 +276,7 @@ func (r *Resolver) watch(e *watched) {
 		e.live = true
 		// An answer older than what a lookup saw meanwhile is stale; one older than the index
 		// the watch gave means the server lost its data, and is the truth now.
-		if !e.known || b.Version > e.version || b.Version < after {
+		if !e.known || b.Version >= e.version || e.seq == seq || b.Version < after {
 			r.applyLocked(e, err == nil, b.Addr, max(b.Version, 1))
 		}
 		r.mu.Unlock()
@@ -271,6 +288,7 @@ func (r *Resolver) watch(e *watched) {
 // is kept, for the next watch, but is no move.
 func (r *Resolver) applyLocked(e *watched, bound bool, addr string, version uint64) {
 	moved := bound != e.bound || bound && (addr != e.addr || version != e.version)
+	e.seq++
 	e.known, e.bound, e.addr, e.version = true, bound, addr, version
 	if !bound {
 		e.addr = ""

@@ -148,7 +148,12 @@ func TestPersistence(t *testing.T) {
 	}
 	// A watcher from before the restart that had b at version 2 learns at once that b is gone:
 	// the restarted server no longer knows when it was unbound.
-	if b, err := c.Watch(bg, "b", 2); !errors.Is(err, ErrNotFound) || b.Version != 4 {
+	s2.mu.Lock()
+	atOnce := s2.changedLocked("b", 2)
+	s2.mu.Unlock()
+	if !atOnce {
+		t.Error("after restart, a watch of b from 2 would wait")
+	} else if b, err := c.Watch(bg, "b", 2); !errors.Is(err, ErrNotFound) || b.Version != 4 {
 		t.Errorf("watch of b from 2 after restart: %+v %v", b, err)
 	}
 	if b, err := c.Bind(bg, "c", "127.0.0.1:4"); err != nil || b.Version != 5 {
@@ -327,18 +332,35 @@ func TestWatchTimeout(t *testing.T) {
 // TestWatchIndexAhead: an index above the server's (it lost its data) is answered at once, so
 // the watcher starts over rather than waiting for a version it will never see.
 func TestWatchIndexAhead(t *testing.T) {
-	s := newTestServer(t, ServerConfig{})
-	c, bg := s.client, ctx(t)
-	b, err := c.Bind(bg, "svc", "127.0.0.1:1000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := c.Watch(bg, "svc", 1000); err != nil || got != b {
-		t.Errorf("watch from 1000 on a server at 1: %+v %v", got, err)
-	}
-	if got, err := c.Watch(bg, "none", 1000); !errors.Is(err, ErrNotFound) || got.Version != 1 {
-		t.Errorf("watch of an unbound name from 1000 on a server at 1: %+v %v", got, err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		s, err := NewServer(ServerConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		c := memClient(&memTransport{h: s}, "")
+		bg := t.Context()
+		b, err := c.Bind(bg, "svc", "127.0.0.1:1000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if got, err := c.Watch(bg, "svc", 1000); err != nil || got != b {
+			t.Errorf("watch from 1000 on a server at 1: %+v %v", got, err)
+		}
+		if got, err := c.Watch(bg, "none", 1000); !errors.Is(err, ErrNotFound) || got.Version != 1 {
+			t.Errorf("watch of an unbound name from 1000 on a server at 1: %+v %v", got, err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("the watches took %v, want an answer at once", d)
+		}
+		// With the index answered, the next watch waits: no busy loop.
+		start = time.Now()
+		c.WatchWait = time.Minute
+		if got, err := c.Watch(bg, "none", 1); !errors.Is(err, ErrNotFound) || time.Since(start) < time.Minute {
+			t.Errorf("watch of an unbound name from its index: %+v %v after %v", got, err, time.Since(start))
+		}
+	})
 }
 
 // TestToken: with a token, every write needs it and gets 401 without it; reads need none.

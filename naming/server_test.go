@@ -301,6 +301,15 @@ func TestWatchTimeout(t *testing.T) {
 		if got, err := c.Watch(bg, "svc", b.Version); err != nil || got != b {
 			t.Errorf("watch that timed out: %+v %v, want %+v", got, err, b)
 		}
+		if _, err := c.Watch(bg, "never-bound", 1); !errors.Is(err, ErrNotFound) {
+			t.Errorf("watch of an unbound name that timed out: %v", err)
+		}
+		// Watches that left without a change leave nothing behind.
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.waits) != 0 || s.watchers != 0 {
+			t.Errorf("after the watches: %d wait sets, %d watchers", len(s.waits), s.watchers)
+		}
 	})
 	t.Run("capped", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {

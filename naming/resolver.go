@@ -252,17 +252,17 @@ func (r *Resolver) watch(e *watched) {
 			wasLive := e.live
 			e.live = false
 			r.mu.Unlock()
+			d := backoff/2 + rand.N(backoff/2+1)
+			backoff = min(2*backoff, r.cfg.BackoffMax)
 			ev := r.log.Debug()
 			if wasLive {
 				ev = r.log.Info()
 			}
-			ev.Err(err).Str("name", e.name).Stringer("retry_in", backoff).Msg("naming watch failed")
+			ev.Err(err).Str("name", e.name).Stringer("retry_in", d).Msg("naming watch failed")
 			select {
 			case <-e.kick: // a lookup that reached the server before this failure is no news
 			default:
 			}
-			d := backoff/2 + rand.N(backoff/2+1)
-			backoff = min(2*backoff, r.cfg.BackoffMax)
 			if !r.sleep(d, e.kick) {
 				return
 			}

@@ -19,6 +19,8 @@ import (
 // the client's goroutines and must return quickly; each kind comes in order.
 type memberConfig struct {
 	Hub, Name, Room string
+	// Session tunes the member's session; its Dial is the member's own.
+	Session core.Config
 
 	// OnLine hears every line another member says, in each sender's order, exactly once. The
 	// message is confirmed (and its sender's tick turns to processed) when OnLine returns.
@@ -70,11 +72,10 @@ func join(ctx context.Context, cfg memberConfig) (*member, error) {
 		changed:  make(chan struct{}),
 	}
 	m.out = newOutbox(m.mark)
+	sc := cfg.Session
+	sc.Dial = m.dial
 	var err error
-	m.c, err = pubsub.Dial(ctx, cfg.Hub, pubsub.Config{
-		Name:    cfg.Name,
-		Session: oneway.Config{Core: core.Config{Dial: m.dial}},
-	})
+	m.c, err = pubsub.Dial(ctx, cfg.Hub, pubsub.Config{Name: cfg.Name, Session: oneway.Config{Core: sc}})
 	if err != nil {
 		m.out.stop()
 		return nil, fmt.Errorf("chat: joining the hub at %s: %w", cfg.Hub, err)
@@ -93,21 +94,41 @@ func join(ctx context.Context, cfg memberConfig) (*member, error) {
 	return m, nil
 }
 
-// dial opens the session's connections, counting them: every one after the first is a
-// reconnection. (pubsub.Client tells no reconnections of its own.)
+// dial opens the session's connections. Each one counts once the hub answered on it (its
+// first bytes came): every one after the first is a reconnection, and an attempt the network
+// refused is none. (pubsub.Client tells no reconnections of its own.)
 func (m *member) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, network, addr)
-	if err == nil {
-		if n := m.conns.Add(1); n > 1 && m.cfg.OnReconnect != nil {
-			m.cfg.OnReconnect(n)
-		}
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	return &answeredConn{Conn: c, answered: m.connected}, nil
+}
+
+func (m *member) connected() {
+	if n := m.conns.Add(1); n > 1 && m.cfg.OnReconnect != nil {
+		m.cfg.OnReconnect(n)
+	}
 }
 
 // Reconnects is how many times the member's session connected again after its first connection.
 func (m *member) Reconnects() int64 { return max(m.conns.Load()-1, 0) }
+
+// answeredConn calls answered once, when the first bytes arrive.
+type answeredConn struct {
+	net.Conn
+	once     atomic.Bool
+	answered func()
+}
+
+func (c *answeredConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && !c.once.Load() && c.once.CompareAndSwap(false, true) {
+		c.answered()
+	}
+	return n, err
+}
 
 // Say publishes a line at AckProcessed, asking to hear when every member has it, and returns it
 // once it is buffered: the session delivers it across broken connections from then on. It
@@ -135,6 +156,13 @@ func (m *member) Say(ctx context.Context, text string) (*sentLine, error) {
 	m.mark(l)
 	m.out.follow(l)
 	return l, nil
+}
+
+// Said is how many lines the member said.
+func (m *member) Said() uint64 {
+	m.sayMu.Lock()
+	defer m.sayMu.Unlock()
+	return m.seq
 }
 
 func (m *member) mark(l *sentLine) {

@@ -35,11 +35,11 @@ type sentLine struct {
 
 	reached bool // the outbox's: Delivered was seen closed
 
-	mu    sync.Mutex
-	mark  mark
-	took  time.Duration // from Publish's return to the mark
-	out   pubsub.Outcome
-	err   error
+	mu   sync.Mutex
+	mark mark
+	took time.Duration // from Publish's return to the mark
+	out  pubsub.Outcome
+	err  error
 }
 
 func (l *sentLine) setMark(k mark, out pubsub.Outcome, err error) {
@@ -58,20 +58,27 @@ func (l *sentLine) State() (mark, time.Duration, pubsub.Outcome, error) {
 	return l.mark, l.took, l.out, l.err
 }
 
-// Others is how many other members the line went to, and how many of them processed it: the
-// outcome counts the sender's own subscription too.
+// Others is how many other members the line went to, and how many of them processed it.
 func (l *sentLine) Others() (matched, processed int) {
 	_, _, out, err := l.State()
-	matched, processed = out.Matched-1, out.Processed-1
+	return othersOf(out, err)
+}
+
+// othersOf takes the sender out of an outcome's counts: its own subscription matched too.
+func othersOf(out pubsub.Outcome, err error) (matched, processed int) {
 	if err != nil && out.Matched == 0 { // the whole publish failed: no counts
 		return 0, 0
 	}
-	return max(matched, 0), max(processed, 0)
+	return max(out.Matched-1, 0), max(out.Processed-1, 0)
 }
 
 // Reason says why the line failed: who failed it and why, or why the whole publish failed.
 func (l *sentLine) Reason() string {
 	_, _, _, err := l.State()
+	return reasonOf(err)
+}
+
+func reasonOf(err error) string {
 	var oe *pubsub.OutcomeError
 	if !errors.As(err, &oe) {
 		if err == nil {

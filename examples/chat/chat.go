@@ -238,8 +238,13 @@ func (c *conversation) finish(aborting context.Context) int {
 	disorder := c.disorder
 	c.mu.Unlock()
 	failed := c.failed.Load() + int64(len(waiting))
+	if failed > 0 {
+		c.u.notice("%d of %d line(s) did not reach every member", failed, c.sent.Load()+c.failed.Load())
+	}
+	if disorder > 0 {
+		c.u.notice("%d line(s) from others came twice or out of order", disorder)
+	}
 	if failed > 0 || disorder > 0 || c.m.Err() != nil {
-		c.u.notice("%d line(s) sent, %d did not reach every member", c.sent.Load(), failed)
 		return exitFail
 	}
 	return exitOK

@@ -106,7 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:0", "`address` of the hub chat runs (port 0: any free port)")
 	fs.IntVar(&o.waitMembers, "wait-members", 0, "send nothing before `N` other members are in the room")
 	fs.DurationVar(&o.waitTimeout, "wait-timeout", 30*time.Second, "how long -wait-members waits before giving up (exit 1)")
-	fs.DurationVar(&o.timeout, "timeout", time.Minute, "how long, once the input ended, to wait for the outcomes of the lines sent")
+	fs.DurationVar(&o.timeout, "timeout", 90*time.Second, "how long, once the input ended, to wait for the outcomes of the lines sent")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long closing the hub may take before what is left is aborted")
 	fs.BoolVar(&o.demo, "demo", false, "run a scripted conversation between alice, bob and carol, with connections cut, and check that nothing was lost or duplicated")
 	fs.DurationVar(&o.pace, "pace", 250*time.Millisecond, "with -demo, the pause between lines")

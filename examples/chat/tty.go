@@ -72,7 +72,8 @@ func newTTY(stdin io.Reader, stdout io.Writer, room, name string) (*tty, error) 
 		byLine: make(map[*sentLine]*entry),
 	}
 	go t.readKeys(in)
-	t.notice("marks: ✓ sent, ✓✓ delivered to everyone, %s read by everyone, ✗ failed; /who, /quit", t.markText(markProcessed))
+	t.notice("marks: ✓ sent, ✓✓ delivered to everyone, %s processed by everyone, ✗ failed; /who lists the room, /quit leaves",
+		strings.TrimSpace(t.markText(markProcessed)))
 	return t, nil
 }
 
@@ -222,9 +223,9 @@ func (t *tty) markText(k mark) string {
 		return t.paint("2", "✓✓ ")
 	case markProcessed:
 		if t.color {
-			return t.paint("1;94", "✓✓ ")
+			return t.paint("1;94", "✓✓") + " "
 		}
-		return "✓✓✓" // without colour, read needs a shape of its own
+		return "✓✓✓" // without colour, processed needs a shape of its own
 	case markFailed:
 		return t.paint("1;31", "✗  ")
 	}

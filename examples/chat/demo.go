@@ -200,13 +200,13 @@ func (d *demoRun) wake() {
 }
 
 func (d *demoRun) intro(addr string) {
-	d.printf("%s: a hub at %s and three users, %s, %s and %s, in room %s.\n",
-		d.paint("1", "FTSL chat demo"), addr, d.name(d.users[0]), d.name(d.users[1]), d.name(d.users[2]), demoRoom)
+	d.printf("%s: %s, %s and %s in room %s, on a hub at %s.\n",
+		d.paint("1", "FTSL chat demo"), d.name(d.users[0]), d.name(d.users[1]), d.name(d.users[2]), demoRoom, addr)
 	d.printf("Each user's connection goes through a proxy that cuts it (%s) on command.\n", d.paint("31", "✂"))
 	d.printf("The marks of a line, as they come:\n")
-	d.printf("  %s             sent: the sender's session has it, and gets it to the hub come what may\n", d.paint("2", "✓"))
-	d.printf("  %s        delivered: both other users were handed it, 3 ms after it was sent\n", d.paint("2", "✓✓ 3ms"))
-	d.printf("  %s  processed: 2 of the 2 other users read it (each takes %v to read)\n\n",
+	d.printf("  %s             sent: in the sender's session, which gets it to the hub\n", d.paint("2", "✓"))
+	d.printf("  %s        delivered: both other users have it, 3 ms after it was sent\n", d.paint("2", "✓✓ 3ms"))
+	d.printf("  %s  processed: 2 of the 2 other users read it (reading takes %v)\n\n",
 		d.paint("94", "✓✓ 2/2 105ms"), demoReadTime)
 }
 
@@ -281,7 +281,7 @@ func (d *demoRun) cutBetween() error {
 	if err := d.waitReconnected(before, d.users); err != nil {
 		return err
 	}
-	d.printf("  %s the proxies cut all %d connections; all 3 users reconnected and resumed their sessions in %s\n",
+	d.printf("  %s all %d connections cut; all users reconnected, sessions resumed, in %s\n",
 		d.paint("31", "✂"), n, ms(time.Since(start)))
 	return nil
 }
@@ -321,7 +321,7 @@ func (d *demoRun) outage(u, who *demoUser, text string) error {
 	u.px.KillAll()
 	d.cuts++
 	down := time.Now()
-	d.printf("  %s %s's network goes down for %v: her connection is cut, her attempts to reconnect refused\n",
+	d.printf("  %s %s's network goes down for %v: connection cut, reconnections refused\n",
 		d.paint("31", "✂"), d.name(u), demoOutage)
 	back := time.AfterFunc(demoOutage, func() { u.px.Refuse(false) })
 	defer back.Stop()
@@ -331,15 +331,15 @@ func (d *demoRun) outage(u, who *demoUser, text string) error {
 	if err := d.waitReconnected(before, []*demoUser{u}); err != nil {
 		return err
 	}
-	d.printf("  %s %s is back after %s: her session resumed, and she got the line she missed, once\n",
-		d.paint("32", "↻"), d.name(u), ms(time.Since(down)))
+	d.printf("  %s %s is back after %s: her session resumed; she got %s's line, once\n",
+		d.paint("32", "↻"), d.name(u), ms(time.Since(down)), who.name)
 	return nil
 }
 
 // burst has every user send demoBurst lines at once while the connections are cut every
 // demoCutEvery of alice's lines.
 func (d *demoRun) burst() error {
-	d.printf("\n  Now each sends %d lines as fast as it can, while all connections are cut every %d of alice's lines:\n",
+	d.printf("\n  Burst: each user sends %d lines at full speed; cut every %d lines:\n",
 		demoBurst, demoCutEvery)
 	start := time.Now()
 	cuts0 := d.cuts
@@ -478,8 +478,11 @@ func padTo(s string, n int) string {
 	return s
 }
 
-// ms prints a duration for people: 3ms, 105ms, 1.6s.
+// ms prints a duration for people: 0.4ms, 3ms, 105ms, 1.6s.
 func ms(d time.Duration) string {
+	if d < time.Millisecond {
+		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+	}
 	if d < time.Second {
 		return fmt.Sprintf("%dms", d.Milliseconds())
 	}

@@ -65,7 +65,8 @@ func chat(o *options, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan os.
 	}
 
 	c := &conversation{o: o, u: u, last: make(map[string]uint64)}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// A hub that is not there is tried again for a while (it may be starting), not forever.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	m, err := join(ctx, memberConfig{
 		Hub: addr, Name: o.name, Room: o.room,
 		OnLine:      c.line,
@@ -208,6 +209,9 @@ func (c *conversation) command(text string) bool {
 		return true
 	case "/who":
 		names, _ := c.m.Others()
+		for i, n := range names {
+			names[i] = printable(n)
+		}
 		slices.Sort(names)
 		if len(names) == 0 {
 			c.u.notice("no one else is in room %s", c.o.room)

@@ -64,6 +64,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -135,7 +136,7 @@ Flags:
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	only := func(mode string, allowed ...string) error {
 		for name := range set {
-			if name != mode && !contains(allowed, name) {
+			if name != mode && !slices.Contains(allowed, name) {
 				return fmt.Errorf("-%s does not go with -%s", name, mode)
 			}
 		}
@@ -183,15 +184,6 @@ Flags:
 		return nil, fmt.Errorf("-pace %v: want 0 to 10s", o.pace)
 	}
 	return o, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // defaultName is the user's login name made fit for a chat name, or "guest".

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -261,7 +262,7 @@ func testScriptsThroughCuts(t *testing.T, bin string) {
 	hasRound := func(p *proc, r int) func(out, _ []string) bool {
 		return func(out, _ []string) bool {
 			for _, name := range names {
-				if name != p.name && !contains(out, "[ops] "+name+": "+text(name, r)) {
+				if name != p.name && !slices.Contains(out, "[ops] "+name+": "+text(name, r)) {
 					return false
 				}
 			}
@@ -353,13 +354,13 @@ func testEmbeddedHub(t *testing.T, bin string) {
 	bob := start(t, bin, "bob", "-hub", addr, "-name", "bob", "-room", "tea", "-wait-members", "1")
 	alice.say(t, "milk?")
 	bob.say(t, "no, lemon")
-	alice.waitFor(t, 20*time.Second, "showing bob's line", func(out, _ []string) bool { return contains(out, "[tea] bob: no, lemon") })
-	bob.waitFor(t, 20*time.Second, "showing alice's line", func(out, _ []string) bool { return contains(out, "[tea] alice: milk?") })
+	alice.waitFor(t, 20*time.Second, "showing bob's line", func(out, _ []string) bool { return slices.Contains(out, "[tea] bob: no, lemon") })
+	bob.waitFor(t, 20*time.Second, "showing alice's line", func(out, _ []string) bool { return slices.Contains(out, "[tea] alice: milk?") })
 	_ = bob.stdin.Close()
 	if st := bob.wait(t, 20*time.Second); st != 0 {
 		t.Errorf("bob exited %d, want 0", st)
 	}
-	alice.waitFor(t, 10*time.Second, "hearing bob leave", func(_, errs []string) bool { return contains(errs, "chat: bob left") })
+	alice.waitFor(t, 10*time.Second, "hearing bob leave", func(_, errs []string) bool { return slices.Contains(errs, "chat: bob left") })
 	_ = alice.stdin.Close()
 	if st := alice.wait(t, 20*time.Second); st != 0 {
 		t.Errorf("alice exited %d, want 0", st)

@@ -78,7 +78,7 @@ func join(ctx context.Context, cfg memberConfig) (*member, error) {
 	m.c, err = pubsub.Dial(ctx, cfg.Hub, pubsub.Config{Name: cfg.Name, Session: oneway.Config{Core: sc}})
 	if err != nil {
 		m.out.stop()
-		return nil, fmt.Errorf("chat: joining the hub at %s: %w", cfg.Hub, err)
+		return nil, fmt.Errorf("joining the hub at %s: %w", cfg.Hub, err)
 	}
 	if _, err = m.c.Subscribe(m.subject, m.onChat); err == nil {
 		_, err = m.c.Subscribe(m.presence, m.onPresence)
@@ -89,7 +89,7 @@ func join(ctx context.Context, cfg memberConfig) (*member, error) {
 	if err != nil {
 		m.c.Abort()
 		m.out.stop()
-		return nil, fmt.Errorf("chat: joining room %s: %w", cfg.Room, err)
+		return nil, fmt.Errorf("joining room %s: %w", cfg.Room, err)
 	}
 	return m, nil
 }
@@ -135,7 +135,7 @@ func (c *answeredConn) Read(b []byte) (int, error) {
 // blocks while maxOutstanding lines wait for their outcomes, until ctx ends.
 func (m *member) Say(ctx context.Context, text string) (*sentLine, error) {
 	if len(text) > maxText {
-		return nil, fmt.Errorf("chat: a line of %d bytes; the limit is %d", len(text), maxText)
+		return nil, fmt.Errorf("a line of %d bytes; the limit is %d", len(text), maxText)
 	}
 	if err := m.out.reserve(ctx); err != nil {
 		return nil, err
@@ -248,7 +248,7 @@ func (m *member) WaitOthers(ctx context.Context, n int) error {
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return fmt.Errorf("chat: %d other member(s) present, waiting for %d: %w", len(names), n, ctx.Err())
+			return fmt.Errorf("%d other member(s) present, waiting for %d: %w", len(names), n, ctx.Err())
 		}
 	}
 }

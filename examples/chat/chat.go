@@ -120,7 +120,7 @@ func (c *conversation) line(l chatLine) {
 }
 
 func (c *conversation) marked(l *sentLine) {
-	if k, _, _, _ := l.State(); k == markFailed {
+	if k, _, _ := l.State(); k == markFailed {
 		c.failed.Add(1)
 	}
 	c.u.marked(l)
@@ -308,7 +308,7 @@ func (p *plain) presence(kind, name string, sameName bool) {
 }
 
 func (p *plain) marked(l *sentLine) {
-	if k, _, _, _ := l.State(); k == markFailed {
+	if k, _, _ := l.State(); k == markFailed {
 		p.notice("line %d %q failed: %s", l.Seq, clip(l.Text, 40), l.Reason())
 	}
 }

@@ -71,7 +71,7 @@ type demoUser struct {
 
 // count is a user's OnMark: it counts the outcomes of its lines.
 func (u *demoUser) count(l *sentLine) {
-	switch k, _, _, _ := l.State(); k {
+	switch k, _, _ := l.State(); k {
 	case markProcessed:
 		u.processed.Add(1)
 	case markFailed:

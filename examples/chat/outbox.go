@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/ftsl-go/ftsl/pubsub"
 )
@@ -31,13 +30,11 @@ type sentLine struct {
 	Seq  uint64
 	Text string
 	tk   *pubsub.Ticket
-	sent time.Time
 
 	reached bool // the outbox's: Delivered was seen closed
 
 	mu   sync.Mutex
 	mark mark
-	took time.Duration // from Publish's return to the mark
 	out  pubsub.Outcome
 	err  error
 }
@@ -45,22 +42,19 @@ type sentLine struct {
 func (l *sentLine) setMark(k mark, out pubsub.Outcome, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if k == markSent {
-		l.sent = time.Now()
-	}
-	l.mark, l.took, l.out, l.err = k, time.Since(l.sent), out, err
+	l.mark, l.out, l.err = k, out, err
 }
 
-// State is the line's mark, how long after it was sent it got there, and its outcome.
-func (l *sentLine) State() (mark, time.Duration, pubsub.Outcome, error) {
+// State is the line's mark and its outcome.
+func (l *sentLine) State() (mark, pubsub.Outcome, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.mark, l.took, l.out, l.err
+	return l.mark, l.out, l.err
 }
 
 // Others is how many other members the line went to, and how many of them processed it.
 func (l *sentLine) Others() (matched, processed int) {
-	_, _, out, err := l.State()
+	_, out, err := l.State()
 	return othersOf(out, err)
 }
 
@@ -74,7 +68,7 @@ func othersOf(out pubsub.Outcome, err error) (matched, processed int) {
 
 // Reason says why the line failed: who failed it and why, or why the whole publish failed.
 func (l *sentLine) Reason() string {
-	_, _, _, err := l.State()
+	_, _, err := l.State()
 	return reasonOf(err)
 }
 

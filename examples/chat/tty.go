@@ -34,6 +34,7 @@ type tty struct {
 	byLine  map[*sentLine]*entry
 	typed   []rune
 	ended   bool // the input ended: nothing more is typed
+	closed  bool // the terminal was given back: marks stay as they are
 	pending []byte
 	esc     int // 0, or where an escape sequence being skipped is: 1 after ESC, 2 inside CSI or SS3
 }
@@ -72,7 +73,7 @@ func newTTY(stdin io.Reader, stdout io.Writer, room, name string) (*tty, error) 
 		byLine: make(map[*sentLine]*entry),
 	}
 	go t.readKeys(in)
-	t.notice("marks: ✓ sent, ✓✓ delivered to everyone, %s processed by everyone, ✗ failed; /who lists the room, /quit leaves",
+	t.notice("✓ sent, ✓✓ delivered to all, %s processed by all, ✗ failed. /who, /help, /quit",
 		strings.TrimSpace(t.markText(markProcessed)))
 	return t, nil
 }
@@ -83,7 +84,7 @@ func (t *tty) input() <-chan inputLine { return t.lines }
 func (t *tty) close() {
 	t.once.Do(func() {
 		t.mu.Lock()
-		t.ended = true
+		t.ended, t.closed = true, true
 		t.w.WriteString("\r\x1b[2K")
 		_ = t.w.Flush()
 		t.mu.Unlock()
@@ -119,7 +120,7 @@ func (t *tty) notice(format string, args ...any) {
 }
 
 func (t *tty) marked(l *sentLine) {
-	k, _, _, _ := l.State()
+	k, _, _ := l.State()
 	if k == markSent {
 		e := &entry{from: t.name, text: printable(l.Text), own: l}
 		t.mu.Lock()
@@ -174,7 +175,7 @@ func (t *tty) redrawLocked(e *entry) {
 		}
 	}
 	_, height, err := termSize(t.out)
-	if !found || err != nil || up >= height || t.ended {
+	if !found || err != nil || up >= height || t.closed {
 		return
 	}
 	fmt.Fprintf(t.w, "\x1b7\x1b[%dA\r%s\x1b8", up, t.styled(e))
@@ -208,7 +209,7 @@ func (t *tty) styled(e *entry) string {
 	}
 	s := t.paint("2", "["+t.room+"] ") + t.paint("1", e.from) + ": " + e.text
 	if e.own != nil {
-		k, _, _, _ := e.own.State()
+		k, _, _ := e.own.State()
 		s += " " + t.markText(k)
 	}
 	return s

@@ -208,7 +208,7 @@ type marks struct {
 func newMarks() *marks { return &marks{delivered: make(chan struct{}), done: make(chan struct{})} }
 
 func (r *marks) on(l *sentLine) {
-	k, _, _, _ := l.State()
+	k, _, _ := l.State()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.seen = append(r.seen, k)
@@ -279,7 +279,7 @@ func TestMarks(t *testing.T) {
 			t.Fatal(err)
 		}
 		await(t, ra.delivered, "delivered mark")
-		if k, _, _, _ := l.State(); k != markDelivered {
+		if k, _, _ := l.State(); k != markDelivered {
 			t.Errorf("mark %v once bob was handed the line, want delivered", k)
 		}
 		g := <-got
@@ -301,7 +301,7 @@ func TestMarks(t *testing.T) {
 		r := newMarks()
 		solo := joinRoom(t, "solo", "two", r, nil)
 		l := say(t, solo, r, "anyone?")
-		if k, _, _, err := l.State(); k != markProcessed || err != nil {
+		if k, _, err := l.State(); k != markProcessed || err != nil {
 			t.Errorf("mark %v, %v; want processed", k, err)
 		}
 		if matched, processed := l.Others(); matched != 0 || processed != 0 {
@@ -322,7 +322,7 @@ func TestMarks(t *testing.T) {
 		r := newMarks()
 		alice := joinRoom(t, "alice", "three", r, nil)
 		l := say(t, alice, r, "read me")
-		if k, _, _, _ := l.State(); k != markFailed {
+		if k, _, _ := l.State(); k != markFailed {
 			t.Fatalf("mark %v, want failed", k)
 		}
 		if got, want := l.Reason(), "failed at grump (not reading that)"; got != want {

@@ -70,7 +70,7 @@ func chat(o *options, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan os.
 	m, err := join(ctx, memberConfig{
 		Hub: addr, Name: o.name, Room: o.room,
 		OnLine:      c.line,
-		OnPresence:  u.presence,
+		OnPresence:  c.presence,
 		OnReconnect: u.reconnected,
 		OnMark:      c.marked,
 	})
@@ -117,6 +117,17 @@ func (c *conversation) line(l chatLine) {
 		c.u.notice("line %d from %s came after line %d: duplicated or out of order", l.Seq, printable(l.From), prev)
 	}
 	c.u.line(l)
+}
+
+// presence forgets what a member that left said last: its lines are over (it waited for their
+// outcomes before leaving), and the map must not grow with every member that ever came.
+func (c *conversation) presence(kind, name, instance string, sameName bool) {
+	if kind == presenceLeave {
+		c.mu.Lock()
+		delete(c.last, instance)
+		c.mu.Unlock()
+	}
+	c.u.presence(kind, name, sameName)
 }
 
 func (c *conversation) marked(l *sentLine) {

@@ -25,8 +25,9 @@ type memberConfig struct {
 	// OnLine hears every line another member says, in each sender's order, exactly once. The
 	// message is confirmed (and its sender's tick turns to processed) when OnLine returns.
 	OnLine func(chatLine)
-	// OnPresence hears another member join, answer a join (here), or leave.
-	OnPresence func(kind, name string, sameName bool)
+	// OnPresence hears another member (instance, called name) join, answer a join (here), or
+	// leave; sameName says someone else present is called so too.
+	OnPresence func(kind, name, instance string, sameName bool)
 	// OnReconnect hears each new connection after the first: n counts them all.
 	OnReconnect func(n int64)
 	// OnMark hears each change of a line's mark: sent (from Say's goroutine), then delivered,
@@ -222,7 +223,7 @@ func (m *member) onPresence(ctx context.Context, msg *pubsub.Msg) error {
 		}
 	}
 	if m.cfg.OnPresence != nil && changed {
-		m.cfg.OnPresence(kind, msg.Publisher, sameName)
+		m.cfg.OnPresence(kind, msg.Publisher, instance, sameName)
 	}
 	return nil
 }

@@ -256,6 +256,7 @@ func (e *stateEncoder) ack(a AckState) {
 type stateDecoder struct {
 	b       []byte
 	off     int
+	start   int // where the last value read began
 	err     error
 	session int // the session being decoded, -1 outside one
 	elem    int // the element of a list being decoded, for a field named with "[]"
@@ -279,10 +280,17 @@ func (d *stateDecoder) fail(field, format string, args ...any) {
 	d.err = fmt.Errorf("ftsl: core state: %w: %sat byte %d: %s", ErrInvalidState, where, d.off, fmt.Sprintf(format, args...))
 }
 
+// reject refuses the value just read, naming the offset where it began.
+func (d *stateDecoder) reject(field, format string, args ...any) {
+	d.off = d.start
+	d.fail(field, format, args...)
+}
+
 func (d *stateDecoder) uvarint(field string) uint64 {
 	if d.err != nil {
 		return 0
 	}
+	d.start = d.off
 	v, n := binary.Uvarint(d.b[d.off:])
 	switch {
 	case n == 0:
@@ -304,6 +312,7 @@ func (d *stateDecoder) byte(field string, allowed uint8) uint8 {
 	if d.err != nil {
 		return 0
 	}
+	d.start = d.off
 	if d.off >= len(d.b) {
 		d.fail(field, "the input ends")
 		return 0
@@ -321,7 +330,7 @@ func (d *stateDecoder) byte(field string, allowed uint8) uint8 {
 func (d *stateDecoder) int(field string) int {
 	v := d.uvarint(field)
 	if v > math.MaxInt {
-		d.fail(field, "%d does not fit in an int", v)
+		d.reject(field, "%d does not fit in an int", v)
 		return 0
 	}
 	return int(v)
@@ -330,7 +339,7 @@ func (d *stateDecoder) int(field string) int {
 func (d *stateDecoder) uint32(field string) uint32 {
 	v := d.uvarint(field)
 	if v > math.MaxUint32 {
-		d.fail(field, "%d does not fit in 32 bits", v)
+		d.reject(field, "%d does not fit in 32 bits", v)
 		return 0
 	}
 	return uint32(v)
@@ -339,7 +348,7 @@ func (d *stateDecoder) uint32(field string) uint32 {
 func (d *stateDecoder) duration(field string) time.Duration {
 	v := d.uvarint(field)
 	if v > math.MaxInt64 {
-		d.fail(field, "%d ns is out of range", v)
+		d.reject(field, "%d ns is out of range", v)
 		return 0
 	}
 	return time.Duration(v)
@@ -353,8 +362,8 @@ func (d *stateDecoder) bytes(field string) []byte {
 	if d.err != nil {
 		return nil
 	}
-	if n > uint64(len(d.b)-d.off) {
-		d.fail(field, "length %d, but %d bytes are left", n, len(d.b)-d.off)
+	if left := len(d.b) - d.off; n > uint64(left) {
+		d.reject(field, "length %d, but %d bytes are left", n, left)
 		return nil
 	}
 	if n == 0 {
@@ -370,8 +379,8 @@ func (d *stateDecoder) string(field string) string {
 	if d.err != nil {
 		return ""
 	}
-	if n > uint64(len(d.b)-d.off) {
-		d.fail(field, "length %d, but %d bytes are left", n, len(d.b)-d.off)
+	if left := len(d.b) - d.off; n > uint64(left) {
+		d.reject(field, "length %d, but %d bytes are left", n, left)
 		return ""
 	}
 	v := string(d.b[d.off : d.off+int(n)])
@@ -386,8 +395,8 @@ func (d *stateDecoder) count(field string, minLen int) int {
 	if d.err != nil {
 		return 0
 	}
-	if most := uint64(len(d.b)-d.off) / uint64(minLen); n > most {
-		d.fail(field, "count %d, but the %d bytes left hold at most %d", n, len(d.b)-d.off, most)
+	if left := len(d.b) - d.off; n > uint64(left/minLen) {
+		d.reject(field, "count %d, but the %d bytes left hold at most %d", n, left, left/minLen)
 		return 0
 	}
 	return int(n)
@@ -493,7 +502,7 @@ func (d *stateDecoder) decodeSession(ss *SessionState) {
 func (d *stateDecoder) level(field string, allowed uint8) uint8 {
 	f := d.byte(field, allowed)
 	if f&3 > uint8(AckProcessed) {
-		d.fail(field, "level %d", f&3)
+		d.reject(field, "level %d", f&3)
 		return 0
 	}
 	return f

@@ -54,6 +54,9 @@ const (
 // snapshot file. It fails with ErrInvalidState on a value no encoding holds: a negative int or
 // duration, a level above AckProcessed. The result is the caller's.
 func (st *ListenerState) MarshalLayer() ([]byte, error) {
+	if st == nil {
+		return nil, fmt.Errorf("ftsl: core state: %w: nil", ErrInvalidState)
+	}
 	size := 1 + binary.MaxVarintLen64
 	for i := range st.Sessions {
 		size += st.Sessions[i].sizeHint()
@@ -76,6 +79,9 @@ func (st *ListenerState) MarshalLayer() ([]byte, error) {
 // names the field and its byte offset, and st is left unchanged. Byte strings that are empty come
 // back nil; the others do not share memory with b.
 func (st *ListenerState) UnmarshalLayer(b []byte) error {
+	if st == nil {
+		return fmt.Errorf("ftsl: core state: %w: decoding into nil", ErrInvalidState)
+	}
 	if len(b) == 0 {
 		return fmt.Errorf("ftsl: core state: %w: empty input", ErrInvalidState)
 	}

@@ -224,6 +224,13 @@ func TestStateCodecRejects(t *testing.T) {
 			}
 		})
 	}
+	var nilState *ListenerState
+	if _, err := nilState.MarshalLayer(); !errors.Is(err, ErrInvalidState) {
+		t.Fatalf("marshal nil: %v", err)
+	}
+	if err := nilState.UnmarshalLayer(one); !errors.Is(err, ErrInvalidState) {
+		t.Fatalf("unmarshal into nil: %v", err)
+	}
 	// Durations and levels out of range, inside a real encoding.
 	neg := sampleState()
 	b, err := (&ListenerState{Sessions: []SessionState{neg}}).MarshalLayer()

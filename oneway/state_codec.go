@@ -36,6 +36,9 @@ const (
 // with core.ErrInvalidState on a value no encoding holds: a negative Failed, a level above
 // AckProcessed. The result is the caller's.
 func (st *ListenerState) MarshalLayer() ([]byte, error) {
+	if st == nil {
+		return nil, fmt.Errorf("ftsl: oneway state: %w: nil", core.ErrInvalidState)
+	}
 	size := 1 + binary.MaxVarintLen64
 	for i := range st.Sessions {
 		ss := &st.Sessions[i]
@@ -78,6 +81,9 @@ func (st *ListenerState) MarshalLayer() ([]byte, error) {
 // Input that is not such an encoding is refused with an error matching core.ErrInvalidState
 // that names the field and its byte offset, and st is left unchanged. Empty lists come back nil.
 func (st *ListenerState) UnmarshalLayer(b []byte) error {
+	if st == nil {
+		return fmt.Errorf("ftsl: oneway state: %w: decoding into nil", core.ErrInvalidState)
+	}
 	if len(b) == 0 {
 		return fmt.Errorf("ftsl: oneway state: %w: empty input", core.ErrInvalidState)
 	}

@@ -171,6 +171,13 @@ func TestStateCodecRejects(t *testing.T) {
 			}
 		})
 	}
+	var nilState *ListenerState
+	if _, err := nilState.MarshalLayer(); !errors.Is(err, core.ErrInvalidState) {
+		t.Fatalf("marshal nil: %v", err)
+	}
+	if err := nilState.UnmarshalLayer(valid); !errors.Is(err, core.ErrInvalidState) {
+		t.Fatalf("unmarshal into nil: %v", err)
+	}
 	for n := range len(valid) {
 		var st ListenerState
 		if err := st.UnmarshalLayer(valid[:n]); !errors.Is(err, core.ErrInvalidState) {

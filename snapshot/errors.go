@@ -2,8 +2,10 @@ package snapshot
 
 import "errors"
 
-// Errors of the snapshot package. Each error returned wraps one of them (check with errors.Is)
-// and says where: the section, its name and the byte offset in the file.
+// Errors of the snapshot package (check with errors.Is). An error about a file's contents wraps
+// one of the first five and says where: the section's index and name, the byte offset. Errors
+// of the reader or the file system, and a layer's decoding errors (core.ErrInvalidState), are
+// wrapped as they come.
 var (
 	// ErrNotSnapshot means the input does not begin with the snapshot magic "FTSLSNAP".
 	ErrNotSnapshot = errors.New("ftsl: snapshot: not a snapshot file")

@@ -3,6 +3,7 @@ module github.com/ftsl-go/ftsl
 go 1.26.8
 
 require (
+	github.com/cespare/xxhash/v2 v2.3.0
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.53.1
 	github.com/rs/zerolog v1.35.1

@@ -52,11 +52,32 @@ const exportWait = 10 * time.Second
 
 // Pause freezes the listener's sessions for a move, as core.Listener.Pause does: the
 // application may go on sending (the sent buffers fill) and settling what it received; nothing
-// reaches the peers until Continue, or Export moves the state elsewhere.
-func (l *Listener) Pause(ctx context.Context) error { return l.ln.Pause(ctx) }
+// reaches the peers until Continue, or Export moves the state elsewhere. Handlers (Handle) start
+// no new call, and Pause waits for the calls under way to return, so that none has handled a
+// message the state says is not: a delivery the application holds from Recv goes with the state,
+// and is handed out again, Redelivered, where the state is imported.
+func (l *Listener) Pause(ctx context.Context) error {
+	if err := l.ln.Pause(ctx); err != nil {
+		return err
+	}
+	for _, s := range l.registered() {
+		if err := s.closeGate(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Continue undoes a Pause, or starts serving a listener made by NewListenerFrom.
-func (l *Listener) Continue() error { return l.ln.Continue() }
+func (l *Listener) Continue() error {
+	if err := l.ln.Continue(); err != nil {
+		return err
+	}
+	for _, s := range l.registered() {
+		s.openGate()
+	}
+	return nil
+}
 
 // Shutdown ends the listener gracefully (see core.Listener.Shutdown).
 func (l *Listener) Shutdown(ctx context.Context) error { return l.ln.Shutdown(ctx) }

@@ -418,3 +418,84 @@ func ticketIDs(ts []*Ticket) []uint64 {
 	}
 	return ids
 }
+
+// TestPauseWaitsForHandlers: Pause lets the handler calls under way finish and starts no new
+// one, so that the exported state and what the application handled agree: a message handled
+// before the move is not handled again after it, and one received but not handled is handled
+// once, where the state went.
+func TestPauseWaitsForHandlers(t *testing.T) {
+	ctx := testCtx(t)
+	cfg := Config{}
+	m := newMovingServer(t, cfg)
+	c, s := m.dial(cfg)
+	defer func() {
+		c.Abort()
+		m.close()
+		waitSessions(t, c)
+	}()
+	entered, release := make(chan string, 4), make(chan struct{})
+	handled := make(chan string, 4)
+	handler := func(_ context.Context, d *Delivery) error {
+		entered <- string(d.Data)
+		<-release
+		handled <- string(d.Data)
+		return nil
+	}
+	if err := s.Handle(handler); err != nil {
+		t.Fatal(err)
+	}
+	t1, err := c.Send(ctx, []byte("one"), AckProcessed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := <-entered; got != "one" {
+		t.Fatalf("handler got %q", got)
+	}
+	paused := make(chan error, 1)
+	go func() { paused <- m.ln.Pause(ctx) }()
+	// "two" reaches the server only if it was sent before the pause cut the connection; either
+	// way no handler may start on it while paused.
+	t2, err := c.Send(ctx, []byte("two"), AckProcessed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-paused:
+		t.Fatalf("Pause returned (%v) with a handler call under way", err)
+	case got := <-entered:
+		t.Fatalf("a handler started on %q while pausing", got)
+	case <-time.After(50 * time.Millisecond): // (the absence of an event: nothing to await)
+	}
+	close(release)
+	if err := <-paused; err != nil {
+		t.Fatal(err)
+	}
+	if got := <-handled; got != "one" {
+		t.Fatalf("handled %q", got)
+	}
+	st, err := m.ln.Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	imported := m.importState(st, cfg)
+	ns := imported[s.ID()]
+	if err := ns.Handle(func(_ context.Context, d *Delivery) error { handled <- string(d.Data); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ln.Continue(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range []*Ticket{t1, t2} {
+		if st, err := tk.Wait(ctx); st != StatusProcessed || err != nil {
+			t.Fatalf("ticket %d: %v %v", tk.ID(), st, err)
+		}
+	}
+	if got := <-handled; got != "two" {
+		t.Fatalf("after the move, handled %q", got)
+	}
+	select {
+	case got := <-handled:
+		t.Fatalf("handled %q again", got)
+	default:
+	}
+}

@@ -261,15 +261,85 @@ func (s *Session) Handle(handler func(ctx context.Context, d *Delivery) error, o
 				if err != nil {
 					return
 				}
+				if !s.enterHandler() {
+					return // the session went on elsewhere with d, which comes again there
+				}
 				if err := s.call(ctx, handler, d); err != nil {
 					_ = d.Reject(err)
 				} else {
 					_ = d.Confirm()
 				}
+				s.leaveHandler()
 			}
 		}()
 	}
 	return nil
+}
+
+// enterHandler waits while the gate is closed (a listener's Pause), then counts a handler call
+// under way. It reports false if the session ended meanwhile: a delivery taken and not handled
+// then goes with the exported state and is handed out again where it is imported.
+func (s *Session) enterHandler() bool {
+	s.rmu.Lock()
+	for s.gate != nil {
+		gate := s.gate
+		s.rmu.Unlock()
+		select {
+		case <-gate:
+		case <-s.cs.Done():
+			return false
+		}
+		s.rmu.Lock()
+	}
+	s.handing++
+	s.rmu.Unlock()
+	return true
+}
+
+func (s *Session) leaveHandler() {
+	s.rmu.Lock()
+	s.handing--
+	if s.handing == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+	s.rmu.Unlock()
+}
+
+// closeGate stops Handle's goroutines from starting handler calls, and waits for those under way
+// to return, or ctx to end.
+func (s *Session) closeGate(ctx context.Context) error {
+	s.rmu.Lock()
+	if s.gate == nil {
+		s.gate = make(chan struct{})
+	}
+	if s.handing == 0 {
+		s.rmu.Unlock()
+		return nil
+	}
+	if s.idle == nil {
+		s.idle = make(chan struct{})
+	}
+	idle := s.idle
+	s.rmu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-s.cs.Done():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("ftsl: oneway pause: session %d: handlers still running: %w", s.id, ctx.Err())
+	}
+}
+
+// openGate undoes closeGate.
+func (s *Session) openGate() {
+	s.rmu.Lock()
+	if s.gate != nil {
+		close(s.gate)
+		s.gate = nil
+	}
+	s.rmu.Unlock()
 }
 
 // maxHandlers bounds Handle's Concurrency: a goroutine each.

@@ -64,6 +64,11 @@ type Session struct {
 	heldAttempts map[uint64]int
 	handling     bool
 	handlerW     sync.WaitGroup
+	// A listener's Pause closes the gate on Handle: gate, while closed, is a channel closed when
+	// it opens; handing counts the handler calls under way, and idle hears the last one end.
+	gate    chan struct{}
+	handing int
+	idle    chan struct{}
 
 	doneOnce sync.Once
 	done     chan struct{}

@@ -277,7 +277,14 @@ func (r *Resolver) watch(e *watched) {
 		// An answer older than what a lookup saw meanwhile is stale; one older than the index
 		// the watch gave means the server lost its data, and is the truth now.
 		if !e.known || b.Version >= e.version || e.seq == seq || b.Version < after {
+			was := e.addr
 			r.applyLocked(e, err == nil, b.Addr, max(b.Version, 1))
+			if e.bound && e.addr != was {
+				// A move: the watch that follows it is no busy loop, whatever came before.
+				// (Rebinds to the same address, or a server that answers at once with
+				// nothing new, stay limited.)
+				recent = [watchBurst]time.Time{}
+			}
 		}
 		r.mu.Unlock()
 	}

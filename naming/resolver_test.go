@@ -3,6 +3,7 @@ package naming
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -438,4 +439,36 @@ func TestResolverConfig(t *testing.T) {
 	if _, err := r.Resolve(context.Background(), "a b"); !errors.Is(err, ErrInvalidName) {
 		t.Errorf("Resolve of a bad name: %v", err)
 	}
+}
+
+// TestResolverFollowsQuickMoves: a server that moves several times in a row (a benchmark, an
+// operator trying hosts) is followed at once every time: the watch rate limit holds back a busy
+// loop, not moves.
+func TestResolverFollowsQuickMoves(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newMemSetup(t, ServerConfig{}, ResolverConfig{})
+		bg := t.Context()
+		if _, err := m.c.Bind(bg, "svc", "127.0.0.1:1000"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.r.Resolve(bg, "svc"); err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i <= 2*watchBurst; i++ {
+			synctest.Wait() // the watch waits at the server
+			ch := m.r.Changed("svc")
+			start := time.Now()
+			addr := fmt.Sprintf("127.0.0.1:%d", 1000+i)
+			if _, err := m.c.Rebind(bg, "svc", addr); err != nil {
+				t.Fatal(err)
+			}
+			<-ch
+			if d := time.Since(start); d != 0 {
+				t.Fatalf("move %d heard %v after the rebind, want at once", i, d)
+			}
+			if got, err := m.r.Resolve(bg, "svc"); err != nil || got != addr {
+				t.Fatalf("move %d: Resolve %q %v", i, got, err)
+			}
+		}
+	})
 }

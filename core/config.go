@@ -137,8 +137,11 @@ type Resolver interface {
 // client's next poll.
 type WatchingResolver interface {
 	Resolver
-	// Changed returns a channel that is closed when the address of name may differ from what
-	// Resolve returned last. It may be closed already.
+	// Changed returns a channel that is closed when the address of name changes after the
+	// call; it may be closed already (if the name moved since some earlier Resolve). A session
+	// asks for it just before each attempt's Resolve and waits on it while it backs off after
+	// the attempt, so a move during the attempt wakes it even when another session sharing
+	// the resolver has resolved the new address meanwhile.
 	Changed(name string) <-chan struct{}
 }
 

@@ -124,15 +124,13 @@ func (s *Session) reconnect() *link {
 	giveUp := time.Now().Add(s.cfg.ResumeWindow)
 	backoff := s.cfg.BackoffMin
 	var last error
+	watch, _ := s.cfg.Resolver.(WatchingResolver)
+	var moved <-chan struct{} // nil, never ready, unless the resolver can tell
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			// Full jitter in [backoff/2, backoff): clients cut off together do not return together.
 			d := backoff/2 + rand.N(backoff/2+1)
 			backoff = min(2*backoff, s.cfg.BackoffMax)
-			var moved <-chan struct{} // nil, never ready, unless the resolver can tell
-			if w, ok := s.cfg.Resolver.(WatchingResolver); ok {
-				moved = w.Changed(s.name)
-			}
 			t := time.NewTimer(d)
 			select {
 			case <-t.C:
@@ -153,6 +151,11 @@ func (s *Session) reconnect() *link {
 				ErrSessionLost, s.cfg.ResumeWindow, last), endDrop, "")
 			s.unlockNotify()
 			return nil
+		}
+		if watch != nil {
+			// Asked before the attempt resolves: a move during the attempt is news to this
+			// session even if another session sharing the resolver has seen it since.
+			moved = watch.Changed(s.name)
 		}
 		c, w, err := s.connect(s.ctx, true)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -1263,6 +1264,91 @@ func TestSendBufferShrinksWhenPeerPingsFirst(t *testing.T) {
 		if st := p.client.Stats(); st.SendBuffered != 0 || st.BufferMemory > 16<<10 {
 			t.Fatalf("client idle for %v, everything acknowledged (%d bytes buffered): its buffers still hold %d bytes; RTT %v",
 				10*hb, st.SendBuffered, st.BufferMemory, st.RTT)
+		}
+	})
+}
+
+// sharedResolver answers as a resolver shared by many sessions does (naming.Resolver): Changed
+// is closed if the name moved since the last Resolve, whoever made it.
+type sharedResolver struct {
+	mu       sync.Mutex
+	version  int
+	resolved int // the version the last Resolve saw
+	changed  chan struct{}
+}
+
+func (r *sharedResolver) Resolve(_ context.Context, name string) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.resolved = r.version
+	return name, nil
+}
+
+func (r *sharedResolver) Changed(string) <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.resolved != r.version {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return r.changed
+}
+
+func (r *sharedResolver) move() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.version++
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// TestReconnectOnMoveShared: two sessions share a resolver, and the name moves while one of them
+// is in the middle of an attempt at the old place. The other resolves the new place first; the
+// first, once its attempt failed, must still try again at once, not wait out its backoff (it
+// used to ask Changed after its attempt, when the move was no longer news to the resolver).
+func TestReconnectOnMoveShared(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		res := &sharedResolver{changed: make(chan struct{})}
+		cfg := Config{BackoffMin: time.Second, BackoffMax: 30 * time.Second, Resolver: res}
+		rs := newRawServer(t, defaultOffer())
+		c1, e1 := dialRaw(t, rs, cfg)
+		// c2's attempts after the first wait at hold, then fail as at the old place, until
+		// released; then they reach the server.
+		hold := make(chan struct{})
+		var dials atomic.Int32
+		cfg2 := cfg
+		cfg2.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if dials.Add(1) == 2 {
+				<-hold
+				return nil, errServerDown
+			}
+			return rs.dial(ctx, network, addr)
+		}
+		c2, err := Dial(testCtx(t), "raw", cfg2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e2 := <-rs.ends
+		t.Cleanup(func() { c2.Abort(); <-c2.Done(); e2.close() })
+		rs.setDown(true)
+		e1.close()
+		e2.close()
+		time.Sleep(10 * time.Second) // c1 waits seconds of backoff; c2's attempt hangs at hold
+		rs.setDown(false)
+		res.move()
+		e1b := <-rs.ends // c1 resolved the new place
+		t.Cleanup(func() { c1.Abort(); <-c1.Done(); e1b.close() })
+		failed := time.Now()
+		close(hold) // c2's attempt at the old place fails now
+		e2b := <-rs.ends
+		t.Cleanup(func() { c2.Abort(); <-c2.Done(); e2b.close() })
+		if d := time.Since(failed); d != 0 {
+			t.Fatalf("the second session tried the new place %v after its attempt failed, want at once", d)
+		}
+		synctest.Wait()
+		if c2.State() != StateConnected {
+			t.Fatalf("second session: %v", c2.State())
 		}
 	})
 }

@@ -170,6 +170,13 @@ func (s *Session) reconnect() *link {
 				s.unlockNotify()
 				return nil
 			}
+			if watch != nil && errors.As(err, &rej) && rej.Code == RejectMoving {
+				// The resolver will say when the server has moved: asking the old place again
+				// meanwhile only loads it (a thousand clients polling a server that is busy
+				// writing its snapshot slow the move for all). Wait for the news, or the
+				// longest backoff in case it never comes.
+				backoff = s.cfg.BackoffMax
+			}
 			s.log.Debug().Uint64("session", s.id).Err(err).Int("attempt", attempt).Msg("reconnect failed")
 			continue
 		}

@@ -1352,3 +1352,56 @@ func TestReconnectOnMoveShared(t *testing.T) {
 		}
 	})
 }
+
+// TestMovingWaitsForWatch: a client told that its server is moving, whose resolver watches the
+// name, does not poll the old place: it waits for the resolver's news (or its longest backoff),
+// and tries the new place the moment the name moves.
+func TestMovingWaitsForWatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := testCtx(t)
+		res := newMovingResolver()
+		pl := newPipeListener()
+		var dials atomic.Int32
+		cfg := Config{Resolver: res, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return pl.dial(ctx, network, addr)
+		}}
+		ln, err := NewListener(pl, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := Dial(ctx, "pipe", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			c.Abort()
+			_ = ln.Close()
+			<-c.Done()
+			<-s.Done()
+		})
+		before := dials.Load()
+		if err := ln.Pause(ctx); err != nil { // the client's connection is cut; it is told "moving"
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		// One attempt right after the cut, answered RejectMoving; then the client waits (the
+		// default backoff would have made six more in this second).
+		if n := dials.Load() - before; n != 1 {
+			t.Fatalf("%d attempts in the second after the cut, want 1", n)
+		}
+		if err := ln.Continue(); err != nil {
+			t.Fatal(err)
+		}
+		moved := time.Now()
+		res.move()
+		synctest.Wait()
+		if c.State() != StateConnected || time.Since(moved) != 0 {
+			t.Fatalf("after the move: %v, %v later", c.State(), time.Since(moved))
+		}
+	})
+}

@@ -29,7 +29,10 @@ func BenchmarkMigrate(b *testing.B) {
 func benchMigrate(b *testing.B, n int) {
 	ctx := context.Background()
 	nm := startNaming(b)
+	// Every client comes from 127.0.0.1: let the server take them all at once, as it would from
+	// many addresses (the default lets one address hold 64 handshakes).
 	cfg := oneway.Config{}
+	cfg.Core.MaxHandshakes, cfg.Core.MaxHandshakesPerSource = 2048, 2048
 	ln, err := oneway.Listen("127.0.0.1:0", cfg)
 	if err != nil {
 		b.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -515,7 +516,11 @@ func TestHubMoveThroughCodec(t *testing.T) {
 	holder := mh.dialAs("holder", "sub")
 	spy := mh.dialAs("spy", "all")
 	clients := []*Client{pub, holder, spy}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var released sync.Once
+	free := func() { released.Do(func() { close(release) }) }
 	defer func() {
+		free() // (a test that fails with the publish held must not hang on it)
 		for _, c := range clients {
 			c.Abort()
 		}
@@ -526,7 +531,6 @@ func TestHubMoveThroughCodec(t *testing.T) {
 		testkit.CheckGoroutines(t, base)
 	}()
 
-	entered, release := make(chan struct{}), make(chan struct{})
 	holderRec, spyRec, jobsRec := newRecorder(), newRecorder(), newRecorder()
 	if _, err := holder.Subscribe("room.>", func(ctx context.Context, m *Msg) error {
 		if string(m.Data) == "hold" {
@@ -584,7 +588,7 @@ func TestHubMoveThroughCodec(t *testing.T) {
 	}
 	checkTruncations(t, b)
 
-	close(release)
+	free()
 	if out, err := held.Wait(ctx); err != nil || out.Matched != 2 || out.Delivered != 2 || out.Processed != 2 {
 		t.Fatalf("the held publish: %+v, %v; want 2 matched, delivered, processed", out, err)
 	}

@@ -3,6 +3,7 @@ package pubsub
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"strings"
 
@@ -66,7 +67,7 @@ func (st *HubState) MarshalLayer() ([]byte, error) {
 	if st == nil {
 		return nil, fmt.Errorf("ftsl: pubsub state: %w: nil *HubState", core.ErrInvalidState)
 	}
-	e := hubEncoder{b: make([]byte, 0, st.sizeHint())}
+	e := hubEncoder{b: make([]byte, 0, st.size())}
 	e.b = append(e.b, hubStateFormat)
 	e.uvarint(uint64(len(st.Members)))
 	for i := range st.Members {
@@ -139,44 +140,55 @@ func (st *HubState) UnmarshalLayer(b []byte) error {
 	return nil
 }
 
-// sizeHint is a little more than the bytes st encodes into, so that the encoder allocates once.
-func (st *HubState) sizeHint() int {
-	n := 1 + 4*binary.MaxVarintLen64 + 2*binary.MaxVarintLen64
+// size is the number of bytes st encodes into, so that the encoder allocates once and no more.
+func (st *HubState) size() int {
+	n := 1 + uvarintLen(uint64(len(st.Members))) + uvarintLen(uint64(len(st.Publishes))) +
+		uvarintLen(st.RoundRobin) + uvarintLen(st.Published) + uvarintLen(st.Sent) + uvarintLen(st.SlowDropped)
 	for i := range st.Members {
 		m := &st.Members[i]
-		n += 8*binary.MaxVarintLen64 + len(m.Identity) + len(m.Inbox)
+		n += uvarintLen(m.Session) + 2 + strLen(m.Identity) + strLen(m.Inbox) + 1 +
+			uvarintLen(uint64(len(m.Subscriptions))) + uvarintLen(uint64(len(m.Waiting))) + 1
 		if p := m.Permissions; p != nil {
-			n += 5*binary.MaxVarintLen64 + len(p.Identity) + p.Publish.sizeHint() + p.Subscribe.sizeHint()
+			n += strLen(p.Identity) + listLen(p.Publish.Allow) + listLen(p.Publish.Deny) +
+				listLen(p.Subscribe.Allow) + listLen(p.Subscribe.Deny)
 		}
 		for j := range m.Subscriptions {
 			s := &m.Subscriptions[j]
-			n += 4*binary.MaxVarintLen64 + len(s.Subject) + len(s.Queue)
+			n += uvarintLen(s.SID) + strLen(s.Subject) + strLen(s.Queue) + uvarintLen(s.Missed)
 		}
 		for _, w := range m.Waiting {
-			n += binary.MaxVarintLen64 + len(w)
+			n += uvarintLen(uint64(len(w))) + len(w)
 		}
 	}
 	for i := range st.Publishes {
 		p := &st.Publishes[i]
-		n += 14*binary.MaxVarintLen64 + len(p.Subject) + len(p.Reply) + len(p.Payload)
+		n += uvarintLen(p.Publisher) + uvarintLen(p.PubID) + uvarintLen(uint64(p.Level)) + strLen(p.Subject) +
+			strLen(p.Reply) + uvarintLen(uint64(len(p.Payload))) + len(p.Payload) + 2 + uvarintLen(p.Matched) +
+			uvarintLen(p.Delivered) + uvarintLen(p.Processed) + uvarintLen(uint64(len(p.Failures))) +
+			uvarintLen(p.Handed) + uvarintLen(uint64(len(p.Shares)))
 		for _, f := range p.Failures {
-			n += 2*binary.MaxVarintLen64 + len(f.Subscriber) + len(f.Reason)
+			n += strLen(f.Subscriber) + strLen(f.Reason)
 		}
 		for j := range p.Shares {
 			s := &p.Shares[j]
-			n += (6+len(s.Tried))*binary.MaxVarintLen64 + len(s.Group)
+			n += uvarintLen(s.Subscriber) + uvarintLen(s.SID) + uvarintLen(s.Ticket) + strLen(s.Group) +
+				uvarintLen(uint64(len(s.Tried))) + 1
+			for _, t := range s.Tried {
+				n += uvarintLen(t)
+			}
 		}
 	}
 	return n
 }
 
-func (r *Rules) sizeHint() int {
-	n := 2 * binary.MaxVarintLen64
-	for _, s := range r.Allow {
-		n += binary.MaxVarintLen64 + len(s)
-	}
-	for _, s := range r.Deny {
-		n += binary.MaxVarintLen64 + len(s)
+func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
+
+func strLen(s string) int { return uvarintLen(uint64(len(s))) + len(s) }
+
+func listLen(ss []string) int {
+	n := uvarintLen(uint64(len(ss)))
+	for _, s := range ss {
+		n += strLen(s)
 	}
 	return n
 }

@@ -148,6 +148,9 @@ func TestHubStateCodecRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
+		if len(b) != cap(b) {
+			t.Fatalf("seed %d: %d bytes in a buffer of %d: the size was not worked out right", seed, len(b), cap(b))
+		}
 		st.Listener = someListener(7)
 		if b2, err := st.MarshalLayer(); err != nil || !bytes.Equal(b, b2) {
 			t.Fatalf("seed %d: the Listener changed the encoding (%v)", seed, err)

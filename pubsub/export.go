@@ -12,6 +12,7 @@ import (
 	"github.com/ftsl-go/ftsl/oneway"
 	"github.com/ftsl-go/ftsl/pubsub/internal/subjects"
 	"github.com/ftsl-go/ftsl/pubsub/internal/wire"
+	"github.com/ftsl-go/ftsl/snapshot"
 )
 
 // This file moves a hub, with every client's session, subscription and publish in flight, to
@@ -509,4 +510,41 @@ func (h *Hub) restorePublish(p *PublishState, members map[uint64]*member, byTick
 	}
 	ps.handed(false)
 	ps.shareDone()
+}
+
+// SectionPubsub is the snapshot section of the hub's own state (HubState.MarshalLayer).
+const SectionPubsub = "pubsub"
+
+// SaveTo puts the hub's state into a snapshot: the sessions under "core" and "oneway"
+// (snapshot.PutOneway), the hub's own part under "pubsub". It makes HubState a snapshot.Saver,
+// so snapshot.Freeze and snapshot.Migrate take a *Hub.
+func (st *HubState) SaveTo(s *snapshot.Snapshot) error {
+	if err := snapshot.PutOneway(s, &st.Listener); err != nil {
+		return err
+	}
+	return s.Put(SectionPubsub, st)
+}
+
+// HubStateFrom reads a hub's state back from a snapshot SaveTo wrote.
+func HubStateFrom(s *snapshot.Snapshot) (HubState, error) {
+	ost, err := snapshot.Oneway(s)
+	if err != nil {
+		return HubState{}, err
+	}
+	var st HubState
+	if err := s.Get(SectionPubsub, &st); err != nil {
+		return HubState{}, err
+	}
+	st.Listener = ost
+	return st, nil
+}
+
+// RestoreHub rebuilds a hub from a snapshot (HubStateFrom, then NewHubFrom) serving ln, paused:
+// Continue serves. On error ln is left open.
+func RestoreHub(ln net.Listener, cfg HubConfig, s *snapshot.Snapshot) (*Hub, error) {
+	st, err := HubStateFrom(s)
+	if err != nil {
+		return nil, err
+	}
+	return NewHubFrom(ln, cfg, st)
 }

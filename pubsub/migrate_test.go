@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"github.com/ftsl-go/ftsl/core"
 	"github.com/ftsl-go/ftsl/internal/testkit"
 	"github.com/ftsl-go/ftsl/oneway"
+	"github.com/ftsl-go/ftsl/snapshot"
 )
 
 // movingHub is a hub whose clients find it through a resolver, so that it can move.
@@ -59,37 +61,39 @@ func (mh *movingHub) dial(name string) *Client {
 	return c
 }
 
-// move pauses the hub, exports it, imports the state in a hub on a new port, points the clients
-// there, closes the old hub and lets the new one serve.
+// move moves the hub to a new port through a snapshot file (snapshot.Migrate): pause, export,
+// write, read, restore, point the clients there, close the old hub, serve.
 func (mh *movingHub) move() HubState {
 	mh.t.Helper()
 	ctx := testCtx(mh.t)
-	if err := mh.hub.Pause(ctx); err != nil {
-		mh.t.Fatal(err)
-	}
-	st, err := mh.hub.Export()
-	if err != nil {
-		mh.t.Fatal(err)
-	}
 	nl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		mh.t.Fatal(err)
 	}
-	nh, err := NewHubFrom(nl, mh.cfg, st)
+	var st HubState
+	old := mh.hub
+	nh, _, err := snapshot.Migrate(ctx, snapshot.Move[HubState, *Hub]{
+		From: old,
+		Path: filepath.Join(mh.t.TempDir(), "hub.snap"),
+		Restore: func(s *snapshot.Snapshot) (*Hub, error) {
+			if st, err = HubStateFrom(s); err != nil {
+				return nil, err
+			}
+			return NewHubFrom(nl, mh.cfg, st)
+		},
+		Rebind: func(context.Context) error {
+			a := nl.Addr().String()
+			mh.addr.Store(&a)
+			return nil
+		},
+		Retire: old.Close,
+	})
 	if err != nil {
 		_ = nl.Close()
 		mh.t.Fatal(err)
 	}
-	a := nl.Addr().String()
-	mh.addr.Store(&a)
-	if err := mh.hub.Close(ctx); err != nil {
-		mh.t.Fatal(err)
-	}
-	mh.old = append(mh.old, mh.hub)
+	mh.old = append(mh.old, old)
 	mh.hub = nh
-	if err := nh.Continue(); err != nil {
-		mh.t.Fatal(err)
-	}
 	return st
 }
 

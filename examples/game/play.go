@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -46,7 +47,12 @@ func runPlay(ctx context.Context, o options, stdout io.Writer) error {
 	}
 	rep := b.report()
 	writePlayerSummary(stdout, rep)
-	if playErr != nil {
+	switch {
+	case errors.Is(playErr, oneway.ErrSessionClosed) && ctx.Err() == nil:
+		// The server ended the game. (core does not tell its clean close from an abort
+		// but by the text: both are ErrSessionClosed.)
+		fmt.Fprintf(stdout, "the server ended the session: %v\n", playErr)
+	case playErr != nil:
 		return fmt.Errorf("session %d: %w", rep.id, playErr)
 	}
 	return nil

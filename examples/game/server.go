@@ -175,7 +175,11 @@ func (s *server) tick() {
 			s.follow(c)
 			if c.p != nil {
 				c.p.gone = true
-				s.cfg.logf("%s left (session %d): %v", c.p.name, id, c.s.Err())
+				if err := c.s.Err(); err != nil {
+					s.cfg.logf("%s left (session %d): %v", c.p.name, id, err)
+				} else {
+					s.cfg.logf("%s left (session %d)", c.p.name, id)
+				}
 			}
 			delete(s.conns, id)
 		}

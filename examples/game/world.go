@@ -231,10 +231,23 @@ func unmarshalWorld(b []byte) (*world, error) {
 		if d.err != nil {
 			break
 		}
+		var bad string
 		switch {
-		case checkName(p.name) != nil, !p.at.onGrid(), gone > 1, p.id == 0, w.player(p.id) != nil,
-			p.processed > p.sent, p.failed > p.sent-p.processed: // (in this order: no underflow)
-			return nil, fmt.Errorf("%w: player %d of %d (session %d, %q) breaks a rule", errBadWorld, i+1, n, p.id, p.name)
+		case p.id == 0:
+			bad = "session 0"
+		case w.player(p.id) != nil:
+			bad = "a second player of the session"
+		case checkName(p.name) != nil:
+			bad = checkName(p.name).Error()
+		case !p.at.onGrid():
+			bad = fmt.Sprintf("at %v, off the grid", p.at)
+		case p.processed > p.sent || p.failed > p.sent-p.processed: // (in this order: no underflow)
+			bad = fmt.Sprintf("%d events processed and %d failed of %d sent", p.processed, p.failed, p.sent)
+		case gone > 1:
+			bad = fmt.Sprintf("gone %d", gone)
+		}
+		if bad != "" {
+			return nil, fmt.Errorf("%w: player %d of %d (session %d): %s", errBadWorld, i+1, n, p.id, bad)
 		}
 		p.gone = gone == 1
 		w.players = append(w.players, p)

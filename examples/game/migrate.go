@@ -132,7 +132,8 @@ func roundTrip(snap *snapshot.Snapshot, dir string) (*snapshot.Snapshot, error) 
 
 // restore rebuilds the sessions and the world of snap on a new listener at addr, rebinds the
 // name there, closes the old listener if there is one, and serves. It runs on the loop
-// goroutine, or before the loop starts.
+// goroutine, or before the loop starts. Past NewListenerFrom, an error leaves the server
+// without a listener that serves: it is fatal.
 func (s *server) restore(ctx context.Context, snap *snapshot.Snapshot, addr string) error {
 	st, err := snapshot.Oneway(snap)
 	if err != nil {
@@ -155,25 +156,27 @@ func (s *server) restore(ctx context.Context, snap *snapshot.Snapshot, addr stri
 		_ = nl.Close()
 		return err
 	}
-	b, err := s.cfg.naming.Rebind(ctx, s.cfg.name, ln.Addr().String())
-	if err != nil {
-		_ = ln.Close()
-		return fmt.Errorf("ftsl: game: rebind %q: %w", s.cfg.name, err)
-	}
-	s.bound = b.Version
-	if s.ln != nil {
-		_ = s.ln.Close() // its sessions were exported: it tells their players nothing
-	}
-	if err := ln.Continue(); err != nil {
-		_ = ln.Close()
-		return err
-	}
+	old := s.ln
 	s.ln, s.world, s.conns = ln, w, make(map[uint64]*conn, len(sessions))
+	// The tickets are taken now, while the listener is paused: once it serves, a player's
+	// RESUME may carry the confirmations it made meanwhile, and its tickets end in the
+	// handshake, before a later Tickets() could list them.
 	s.adopt(sessions)
 	for _, p := range w.players {
 		if s.conns[p.id] == nil {
 			p.gone = true // its session ended before the freeze
 		}
+	}
+	b, err := s.cfg.naming.Rebind(ctx, s.cfg.name, ln.Addr().String())
+	if err != nil {
+		return fmt.Errorf("ftsl: game: rebind %q: %w", s.cfg.name, err)
+	}
+	s.bound = b.Version
+	if old != nil {
+		_ = old.Close() // its sessions were exported: it tells their players nothing
+	}
+	if err := ln.Continue(); err != nil {
+		return err
 	}
 	s.startAccepting()
 	return nil

@@ -27,7 +27,8 @@
 //	go run ./examples/game -play -naming http://127.0.0.1:7117 -name alice [-game game]
 //
 // Send the server SIGUSR1 to move it to a new port of the same host. With -snapshot FILE,
-// SIGUSR2 or SIGTERM saves the game to FILE and exits without a word to the players, and
+// SIGUSR2 or SIGTERM saves the game to FILE and exits without a word to the players (without
+// -snapshot, SIGUSR2 is ignored and SIGTERM ends the game as SIGINT does), and
 // "-serve -restore FILE" (in another process, on another address) takes it up: players resume
 // there if it comes within their ResumeWindow (60 s). SIGINT ends the game: the server stops
 // scoring, waits for every event's outcome, prints each player's counts and closes the
@@ -108,7 +109,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.namingURL, "naming", "", "`URL` of the naming server (-serve, -play)")
 	fs.StringVar(&o.name, "name", "", "-serve: the game's name in the naming service (default \"game\"); -play: the player's name")
 	fs.StringVar(&o.game, "game", "game", "the game's `name` in the naming service (-play)")
-	fs.StringVar(&o.token, "token", os.Getenv("FTSL_NAMING_TOKEN"), "the naming server's write token (default $FTSL_NAMING_TOKEN)")
+	fs.StringVar(&o.token, "token", "", "the naming server's write token (default $FTSL_NAMING_TOKEN)")
 	fs.StringVar(&o.snapshot, "snapshot", "", "-serve: on SIGUSR2 or SIGTERM, save the game to `file` and exit")
 	fs.StringVar(&o.restore, "restore", "", "-serve: take up the game saved in `file`")
 	fs.IntVar(&o.players, "players", 8, "bot players (-demo)")
@@ -150,6 +151,9 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.name == "" {
 		o.name = "game"
+	}
+	if o.token == "" {
+		o.token = os.Getenv("FTSL_NAMING_TOKEN") // (not the flag's default: -h would print it)
 	}
 	if o.play {
 		if err := checkName(o.name); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -231,7 +232,7 @@ func (b *bot) report() botReport {
 	defer b.mu.Unlock()
 	r := botReport{name: b.cfg.name, id: b.s.ID(), inputs: b.inputs, events: b.rec, bad: b.bad,
 		resumes: append([]time.Duration(nil), b.resumes...)}
-	r.events.above = nil // (its count is kept)
+	r.events.above = maps.Clone(b.rec.above) // (at most maxAbove)
 	select {
 	case <-b.recvDone:
 		r.err = b.s.Err()
@@ -246,7 +247,6 @@ func (b *bot) report() botReport {
 type eventRecord struct {
 	upTo       uint64          // every seq 1..upTo was received
 	above      map[uint64]bool // received beyond upTo+1, out of order
-	aboveN     int             // len(above), kept in reports
 	received   uint64          // events received, duplicates included
 	duplicated uint64          // events received again
 	untracked  uint64          // out-of-order seqs beyond maxAbove: counted, not remembered
@@ -276,11 +276,10 @@ func (r *eventRecord) add(seq uint64) {
 		}
 		r.above[seq] = true
 	}
-	r.aboveN = len(r.above)
 }
 
 // distinct is the number of different seqs received.
-func (r *eventRecord) distinct() uint64 { return r.upTo + uint64(r.aboveN) + r.untracked }
+func (r *eventRecord) distinct() uint64 { return r.upTo + uint64(len(r.above)) + r.untracked }
 
 // missing is the number of seqs up to the highest received that were not.
 func (r *eventRecord) missing() uint64 { return r.highest - min(r.highest, r.distinct()) }

@@ -93,6 +93,8 @@ func runServe(ctx context.Context, o options, stdout io.Writer) error {
 				return fmt.Errorf("migration: %w", merr)
 			}
 			logf("%s", m)
+		case contains(save, sig) && o.snapshot == "":
+			logf("%v ignored: no -snapshot file to save the game to", sig)
 		case contains(save, sig):
 			return saveGame(ctx, srv, stopLoop, o.snapshot, logf)
 		default:

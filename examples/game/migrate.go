@@ -130,8 +130,8 @@ func roundTrip(snap *snapshot.Snapshot, dir string) (*snapshot.Snapshot, error) 
 	return snapshot.ReadFile(path)
 }
 
-// restore rebuilds the sessions and the world of snap on a new listener at addr, rebinds the
-// name there, closes the old listener if there is one, and serves. It runs on the loop
+// restore rebuilds the sessions and the world of snap on a new listener at addr, serves, rebinds
+// the name there, and closes the old listener if there is one. It runs on the loop
 // goroutine, or before the loop starts. Past NewListenerFrom, an error leaves the server
 // without a listener that serves: it is fatal.
 func (s *server) restore(ctx context.Context, snap *snapshot.Snapshot, addr string) error {
@@ -167,6 +167,12 @@ func (s *server) restore(ctx context.Context, snap *snapshot.Snapshot, addr stri
 			p.gone = true // its session ended before the freeze
 		}
 	}
+	// Serve first, then move the name: a player woken by the rebind comes straight in, instead
+	// of being told to wait and backing off.
+	if err := ln.Continue(); err != nil {
+		return err
+	}
+	s.startAccepting()
 	b, err := s.cfg.naming.Rebind(ctx, s.cfg.name, ln.Addr().String())
 	if err != nil {
 		return fmt.Errorf("ftsl: game: rebind %q: %w", s.cfg.name, err)
@@ -175,9 +181,5 @@ func (s *server) restore(ctx context.Context, snap *snapshot.Snapshot, addr stri
 	if old != nil {
 		_ = old.Close() // its sessions were exported: it tells their players nothing
 	}
-	if err := ln.Continue(); err != nil {
-		return err
-	}
-	s.startAccepting()
 	return nil
 }

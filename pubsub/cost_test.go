@@ -25,16 +25,7 @@ import (
 // "ADDR,N" dials N clients to ADDR, each subscribing to a subject of its own.
 const idleClientsEnv = "FTSL_PUBSUB_IDLE_CLIENTS"
 
-func TestMain(m *testing.M) {
-	if spec := os.Getenv(idleClientsEnv); spec != "" {
-		if err := runIdleClients(spec); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func init() { childMains[idleClientsEnv] = runIdleClients }
 
 // idleSubscriberCost serves n subscribed clients, dialled from a child process so that only the
 // hub's side is counted, waits until their sessions have given back their buffers, and returns

@@ -26,15 +26,31 @@ type movingHub struct {
 	hub  *Hub
 	addr atomic.Pointer[string]
 	old  []*Hub
+	// Where the hub moves to, and how clients reach it: loopback unless told otherwise.
+	listen func() (net.Listener, error)
+	dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
+func loopback() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+
 func startMovingHub(t *testing.T, cfg HubConfig) *movingHub {
+	return startMovingHubOn(t, cfg, loopback, nil)
+}
+
+// startMovingHubOn starts the hub on a listener from listen, where it moves too; clients dial
+// with dialer (nil: net.Dialer's).
+func startMovingHubOn(t *testing.T, cfg HubConfig, listen func() (net.Listener, error),
+	dialer func(context.Context, string, string) (net.Conn, error)) *movingHub {
 	t.Helper()
 	h, err := NewHub(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := oneway.Listen("127.0.0.1:0", cfg.Session)
+	nl, err := listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := oneway.NewListener(nl, cfg.Session)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +58,7 @@ func startMovingHub(t *testing.T, cfg HubConfig) *movingHub {
 	for h.Addr() == nil { // (Serve has no signal of its start but this)
 		time.Sleep(100 * time.Microsecond)
 	}
-	mh := &movingHub{t: t, cfg: cfg, hub: h}
+	mh := &movingHub{t: t, cfg: cfg, hub: h, listen: listen, dialer: dialer}
 	a := ln.Addr().String()
 	mh.addr.Store(&a)
 	return mh
@@ -54,6 +70,7 @@ func (mh *movingHub) dial(name string) *Client {
 	cfg := Config{Name: name}
 	cfg.Session.Core.Resolver = core.ResolverFunc(func(context.Context, string) (string, error) { return *mh.addr.Load(), nil })
 	cfg.Session.Core.BackoffMin, cfg.Session.Core.BackoffMax = time.Millisecond, 10*time.Millisecond
+	cfg.Session.Core.Dial = mh.dialer
 	c, err := Dial(testCtx(mh.t), "the hub", cfg)
 	if err != nil {
 		mh.t.Fatal(err)
@@ -66,7 +83,7 @@ func (mh *movingHub) dial(name string) *Client {
 func (mh *movingHub) move() HubState {
 	mh.t.Helper()
 	ctx := testCtx(mh.t)
-	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	nl, err := mh.listen()
 	if err != nil {
 		mh.t.Fatal(err)
 	}
@@ -150,12 +167,20 @@ func TestHubMigrate(t *testing.T) {
 			if n == 1000 && testing.Short() {
 				t.Skip("1000 clients: not in -short")
 			}
-			testHubMigrate(t, n)
+			testHubMigrate(t, startMovingHub(t, HubConfig{}), n)
 		})
 	}
 }
 
-func testHubMigrate(t *testing.T, n int) {
+// hubPlace is where testHubMigrate's hub runs, and how it moves: in this process, or from one
+// child process to another.
+type hubPlace interface {
+	dial(name string) *Client
+	move() HubState // and returns the state that moved
+	close()
+}
+
+func testHubMigrate(t *testing.T, mh hubPlace, n int) {
 	base := runtime.NumGoroutine()
 	ctx := testCtx(t)
 	rooms := min(n, 10)
@@ -164,7 +189,6 @@ func testHubMigrate(t *testing.T, n int) {
 	if n >= 1000 {
 		perPub = 12
 	}
-	mh := startMovingHub(t, HubConfig{})
 	rec := &received{got: make(map[[3]uint32]int), more: make(chan struct{})}
 	// The last publishes before the move are held by their subscribers until after it, so that
 	// their outcomes are still to come when the hub moves.

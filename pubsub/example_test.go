@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
+	"github.com/ftsl-go/ftsl/naming"
+	"github.com/ftsl-go/ftsl/oneway"
 	"github.com/ftsl-go/ftsl/pubsub"
+	"github.com/ftsl-go/ftsl/snapshot"
 )
 
 // A hub inside the application, two subscribers and a publisher that learns what became of its
@@ -136,4 +140,63 @@ func ExampleHubConfig_authenticate() {
 	// <nil>
 	// true
 	// true
+}
+
+// A hub moves to another port mid-work (snapshot.Migrate): a message its subscriber is still
+// processing, the subscriber's subscription and the publisher's pending outcome all move with it,
+// and the clients, who find the hub by name, resume there by themselves.
+func Example_migrate() {
+	ctx := context.Background()
+	names, _ := naming.NewStaticResolver(nil) // or naming.NewResolver with a naming server
+	hub, _ := pubsub.NewHub(pubsub.HubConfig{})
+	ln, _ := oneway.Listen("127.0.0.1:0", oneway.Config{})
+	go hub.Serve(ctx, ln)
+	_ = names.Set("hub", ln.Addr().String())
+
+	dial := func(name string) *pubsub.Client {
+		cfg := pubsub.Config{Name: name}
+		cfg.Session.Core.Resolver = names
+		c, _ := pubsub.Dial(ctx, "hub", cfg)
+		return c
+	}
+	worker, shop := dial("worker"), dial("shop")
+	defer worker.Close(ctx)
+	defer shop.Close(ctx)
+	busy := make(chan struct{})
+	release := make(chan struct{})
+	worker.Subscribe("jobs", func(_ context.Context, m *pubsub.Msg) error {
+		if string(m.Data) == "paint the fence" {
+			close(busy)
+			<-release // still at work while the hub moves
+		}
+		return nil
+	})
+	tk, _ := shop.Publish(ctx, "jobs", []byte("paint the fence"), pubsub.AckProcessed)
+	<-busy
+
+	nl, _ := net.Listen("tcp", "127.0.0.1:0")
+	moved, _, err := snapshot.Migrate(ctx, snapshot.Move[pubsub.HubState, *pubsub.Hub]{
+		From: hub,
+		Restore: func(s *snapshot.Snapshot) (*pubsub.Hub, error) {
+			return pubsub.RestoreHub(nl, pubsub.HubConfig{}, s)
+		},
+		Rebind: func(context.Context) error { return names.Set("hub", nl.Addr().String()) },
+		Retire: hub.Close,
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer moved.Close(ctx)
+	close(release)
+	out, err := tk.Wait(ctx)
+	fmt.Printf("matched %d, processed %d, error %v\n", out.Matched, out.Processed, err)
+
+	// The subscription moved too.
+	tk, _ = shop.Publish(ctx, "jobs", []byte("mow the lawn"), pubsub.AckProcessed)
+	out, _ = tk.Wait(ctx)
+	fmt.Printf("after the move: matched %d, processed %d\n", out.Matched, out.Processed)
+	// Output:
+	// matched 1, processed 1, error <nil>
+	// after the move: matched 1, processed 1
 }

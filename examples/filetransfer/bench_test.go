@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ftsl-go/ftsl/internal/faultnet"
+	"github.com/ftsl-go/ftsl/oneway"
+)
+
+// benchSize is the file the benchmarks move: 256 MiB.
+const benchSize = 256 << 20
+
+var (
+	benchFileOnce sync.Once
+	benchFileDir  string
+	benchFileErr  error
+)
+
+// benchFile writes, once per test binary, a file of benchSize random bytes, and returns its path.
+func benchFile(b *testing.B) string {
+	benchFileOnce.Do(func() {
+		benchFileDir, benchFileErr = os.MkdirTemp("", "filetransfer-bench-")
+		if benchFileErr == nil {
+			benchFileErr = writeRandomFile(filepath.Join(benchFileDir, "big.bin"), benchSize, 1)
+		}
+	})
+	if benchFileErr != nil {
+		b.Fatal(benchFileErr)
+	}
+	return filepath.Join(benchFileDir, "big.bin")
+}
+
+// TestMain removes the benchmarks' file once every test and benchmark has run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if benchFileDir != "" {
+		os.RemoveAll(benchFileDir)
+	}
+	os.Exit(code)
+}
+
+// writeRandomFile writes size pseudo-random bytes drawn from seed to path.
+func writeRandomFile(path string, size int64, seed uint64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	var s [32]byte
+	s[0] = byte(seed)
+	s[1] = byte(seed >> 8)
+	if _, err := io.CopyN(f, rand.NewChaCha8(s), size); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// BenchmarkTransfer moves a 256 MiB file from one file to another over 127.0.0.1, side by side:
+// TCP is a plain io.Copy from the file into a socket and from the socket into a file (sendfile
+// and splice, no hashing); FTSL is the filetransfer sender and receiver, each hashing the file
+// with SHA-256, over a direct connection; FTSLProxy goes through the fault-injecting proxy
+// without faults; FTSLCut200ms through the proxy while it resets the connection every 200 ms.
+// Each run includes connecting, and FTSL's includes the session handshake and graceful close.
+func BenchmarkTransfer(b *testing.B) {
+	src := benchFile(b)
+	b.Run("TCP", func(b *testing.B) {
+		dst := filepath.Join(b.TempDir(), "copy")
+		b.SetBytes(benchSize)
+		for b.Loop() {
+			tcpCopy(b, src, dst, false)
+			b.StopTimer()
+			os.Remove(dst)
+			b.StartTimer()
+		}
+	})
+	b.Run("TCPSHA256", func(b *testing.B) {
+		dst := filepath.Join(b.TempDir(), "copy")
+		b.SetBytes(benchSize)
+		for b.Loop() {
+			tcpCopy(b, src, dst, true)
+			b.StopTimer()
+			os.Remove(dst)
+			b.StartTimer()
+		}
+	})
+	b.Run("FTSL", func(b *testing.B) { benchFTSL(b, src, 0, false) })
+	b.Run("FTSLProxy", func(b *testing.B) { benchFTSL(b, src, 0, true) })
+	b.Run("FTSLCut200ms", func(b *testing.B) { benchFTSL(b, src, 200*time.Millisecond, true) })
+}
+
+// tcpCopy is the baseline: the file goes over a fresh TCP connection into a new file. With
+// hash, each side also computes the file's SHA-256 on the way, as filetransfer does (and the
+// copies then go through user space: no sendfile or splice).
+func tcpCopy(b *testing.B, src, dst string, hash bool) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		out, err := os.Create(dst)
+		if err != nil {
+			done <- err
+			return
+		}
+		var from io.Reader = c
+		if hash {
+			h := sha256.New()
+			from = io.TeeReader(c, h)
+			defer h.Sum(nil)
+		}
+		if _, err := io.Copy(out, from); err != nil {
+			out.Close()
+			done <- err
+			return
+		}
+		done <- out.Close()
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var from io.Reader = in
+	if hash {
+		h := sha256.New()
+		from = io.TeeReader(in, h)
+		defer h.Sum(nil)
+	}
+	if _, err := io.Copy(c, from); err != nil {
+		b.Fatal(err)
+	}
+	in.Close()
+	c.(*net.TCPConn).CloseWrite()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	c.Close()
+}
+
+// benchFTSL sends src with the filetransfer sender to a receiver in this process, directly or
+// through a proxy that resets the connection every cut (0: never).
+func benchFTSL(b *testing.B, src string, cut time.Duration, viaProxy bool) {
+	dir := b.TempDir()
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer root.Close()
+	ln, err := oneway.Listen("127.0.0.1:0", receiverSessionConfig(oneway.Config{}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := newReceiver(root, false, io.Discard, io.Discard)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- r.serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		<-served
+	}()
+	to := ln.Addr().String()
+	var proxy *faultnet.Proxy
+	if viaProxy {
+		if proxy, err = faultnet.NewProxy(to); err != nil {
+			b.Fatal(err)
+		}
+		defer proxy.Close()
+		to = proxy.Addr()
+	}
+	var reconnects int64
+	b.SetBytes(benchSize)
+	for b.Loop() {
+		stopCuts := cutEvery(proxy, cut)
+		err := send(ctx, sendConfig{To: to, Paths: []string{src}, Progress: progressNone, Out: io.Discard})
+		reconnects += stopCuts()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := root.Remove("big.bin"); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	if cut > 0 {
+		b.ReportMetric(float64(reconnects)/float64(b.N), "cuts/op")
+	}
+}
+
+// cutEvery resets every connection through proxy every d, until the returned function is
+// called; that returns how many connections it reset. It does nothing for d 0.
+func cutEvery(proxy *faultnet.Proxy, d time.Duration) (stop func() int64) {
+	if d == 0 || proxy == nil {
+		return func() int64 { return 0 }
+	}
+	quit, exited := make(chan struct{}), make(chan struct{})
+	var n int64
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				n += int64(proxy.KillAll())
+			}
+		}
+	}()
+	return func() int64 {
+		close(quit)
+		<-exited
+		return n
+	}
+}

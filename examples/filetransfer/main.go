@@ -221,7 +221,11 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	cfg.Session.Core.ResumeWindow = *window
 	cfg.ConnectTimeout = *timeout
-	return send(ctx, cfg)
+	err = send(ctx, cfg)
+	if err != nil && ctx.Err() != nil {
+		return errors.New("interrupted; the receiver keeps what it got: run again to resume")
+	}
+	return err
 }
 
 func usageErr(err error) error {

@@ -35,6 +35,15 @@ type receiver struct {
 	active map[string]*transfer // by partial name: at most one transfer writes each partial file
 }
 
+// Bounds on the files open at once: a sender cannot make the receiver hold more.
+const (
+	maxTransfersPerSession = 64
+	maxTransfers           = 1024
+)
+
+// errBusy is why an OFFER is refused when the receiver has as many files open as it may.
+var errBusy = errors.New("ftsl: filetransfer receiver busy")
+
 // lineWriter writes whole lines to w for several goroutines.
 type lineWriter struct {
 	mu sync.Mutex
@@ -141,6 +150,9 @@ func (r *receiver) handle(ctx context.Context, p *peer, d *oneway.Delivery) erro
 		if p.xfers[o.xfer] != nil {
 			return r.tell(ctx, p, o.xfer, nil, fmt.Errorf("%w: transfer %d offered twice", errProtocol, o.xfer))
 		}
+		if len(p.xfers) >= maxTransfersPerSession {
+			return r.tell(ctx, p, o.xfer, nil, fmt.Errorf("%w: %d files at once from one sender is the limit", errBusy, maxTransfersPerSession))
+		}
 		t, err := r.offer(o)
 		if err != nil {
 			r.log.printf("refused %q from %v: %v", o.name, p.s.RemoteAddr(), err)
@@ -219,6 +231,10 @@ func (r *receiver) offer(o offer) (*transfer, error) {
 	defer t.mu.Unlock()
 	r.mu.Lock()
 	old := r.active[t.partial]
+	if old == nil && len(r.active) >= maxTransfers {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("%w: %d files are arriving; try again later", errBusy, maxTransfers)
+	}
 	r.active[t.partial] = t
 	r.mu.Unlock()
 	if old != nil {

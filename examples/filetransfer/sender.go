@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -143,6 +144,9 @@ type sender struct {
 	max  int32
 	meter
 
+	// gone is closed once the session ended and every message it received was handed over.
+	gone chan struct{}
+
 	mu      sync.Mutex
 	replies map[uint32]chan reply // by transfer number: OFFSET and ERROR from the receiver
 	nextX   uint32
@@ -207,6 +211,7 @@ func send(ctx context.Context, cfg sendConfig) error {
 		cfg:     cfg,
 		s:       s,
 		replies: make(map[uint32]chan reply),
+		gone:    make(chan struct{}),
 		pace:    pacer{rate: cfg.Rate},
 	}
 	// Chunks in the sent buffer, one more for each file being read, and one for the writer.
@@ -219,9 +224,8 @@ func send(ctx context.Context, cfg sendConfig) error {
 	sd.meter.start(cfg.Progress, cfg.Out, total, len(jobs))
 	defer sd.meter.stop()
 
-	recvDone := make(chan struct{})
 	go func() {
-		defer close(recvDone)
+		defer close(sd.gone)
 		sd.receive()
 	}()
 
@@ -246,10 +250,16 @@ func send(ctx context.Context, cfg sendConfig) error {
 	close(work)
 	wg.Wait()
 
-	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	closeErr := s.Close(cctx)
-	cancel()
-	<-recvDone
+	if ctx.Err() != nil {
+		s.Abort() // interrupted: the receiver keeps the partial files for the next run
+	} else {
+		// Every file is confirmed or failed by now: the close only says goodbye, and its
+		// failure changes nothing the receiver has.
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.Close(cctx)
+		cancel()
+	}
+	<-sd.gone
 	sd.meter.stop()
 	if cfg.Stats {
 		st := s.Stats()
@@ -262,10 +272,7 @@ func send(ctx context.Context, cfg sendConfig) error {
 		}
 		return errs[0]
 	}
-	if closeErr != nil && ctx.Err() != nil {
-		return closeErr
-	}
-	return nil
+	return ctx.Err()
 }
 
 // receive takes the receiver's messages (OFFSET, ERROR) and hands each to its transfer, until
@@ -305,6 +312,14 @@ func (sd *sender) receive() {
 	}
 }
 
+// endErr is why the session ended, said for a transfer it cut short.
+func (sd *sender) endErr() error {
+	if err := sd.s.Err(); err != nil {
+		return sessionErr(err)
+	}
+	return sessionErr(oneway.ErrSessionClosed)
+}
+
 // refusedError is the receiver's reason for failing a transfer.
 type refusedError struct{ reason string }
 
@@ -326,6 +341,8 @@ func (sd *sender) getBuf(ctx context.Context) ([]byte, error) {
 	select {
 	case b := <-sd.bufs:
 		return b, nil
+	case <-sd.gone: // buffers the ended session held are not coming back
+		return nil, sd.endErr()
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -334,7 +351,7 @@ func (sd *sender) getBuf(ctx context.Context) ([]byte, error) {
 // putBuf gives back a buffer the session no longer refers to. Never blocks: at most max exist.
 func (sd *sender) putBuf(b []byte) {
 	select {
-	case sd.bufs <- b:
+	case sd.bufs <- b[:cap(b)]:
 	default:
 	}
 }
@@ -343,74 +360,130 @@ func (sd *sender) putBuf(b []byte) {
 // all and confirmed its SHA-256.
 func (sd *sender) sendFile(ctx context.Context, j job) error {
 	began := time.Now()
-	f, err := os.Open(j.path)
+	u, err := sd.open(j)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	fi, err := f.Stat()
+	defer u.close()
+	off, err := u.offer(ctx)
 	if err != nil {
 		return err
 	}
-	size := fi.Size()
-	if size != j.size {
-		sd.meter.addTotal(size - j.size)
-	}
-	fp, err := fingerprint(f, size)
-	if err != nil {
-		return fmt.Errorf("read: %w", err)
-	}
-
-	sd.mu.Lock()
-	sd.nextX++
-	x := sd.nextX
-	replies := make(chan reply, 2)
-	sd.replies[x] = replies
-	sd.mu.Unlock()
-	defer func() {
-		sd.mu.Lock()
-		delete(sd.replies, x)
-		sd.mu.Unlock()
-	}()
-
-	// The offer asks to be processed: a refusal (a bad name, say) comes back on its ticket too.
-	o := offer{xfer: x, size: uint64(size), fp: fp, name: j.name}
-	otk, err := sd.s.Send(ctx, o.encode(), oneway.AckProcessed)
-	if err != nil {
-		return sessionErr(err)
-	}
-	var off uint64
-	offered := otk.Done()
-	for waiting := true; waiting; {
-		select {
-		case rp := <-replies:
-			if rp.err != nil {
-				return rp.err
-			}
-			off, waiting = rp.off, false
-		case <-offered:
-			if err := otk.Err(); err != nil {
-				return ticketErr(err)
-			}
-			offered = nil // processed: the OFFSET is on its way
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	if off > uint64(size) {
-		return fmt.Errorf("%w: the receiver has %d bytes of a %d-byte file", errProtocol, off, size)
-	}
-	h := sha256.New()
 	if off > 0 {
 		sd.meter.printf("resuming %s at %d", j.name, off)
 		sd.resumed.Add(off)
 		sd.meter.resumed(int64(off))
-		if _, err := io.Copy(h, io.NewSectionReader(f, 0, int64(off))); err != nil {
-			sd.cancel(x)
-			return fmt.Errorf("read: %w", err)
+	}
+	// The hash covers the whole file: what the receiver has is read again here, not sent.
+	if _, err := io.Copy(u.h, io.NewSectionReader(u.f, 0, int64(off))); err != nil {
+		sd.cancel(u.x)
+		return fmt.Errorf("read: %w", err)
+	}
+	last, err := u.sendChunks(ctx, off)
+	if err != nil {
+		sd.cancel(u.x)
+		return err
+	}
+	sum := [sha256.Size]byte(u.h.Sum(nil))
+	done, err := sd.s.Send(ctx, encodeDone(u.x, sum), oneway.AckProcessed)
+	if err != nil {
+		return sessionErr(err)
+	}
+	// Processed, the last chunk says the receiver wrote everything; DONE, that the hash matched
+	// and the file has its name.
+	for _, tk := range []*oneway.Ticket{last, done} {
+		if err := u.await(ctx, tk); err != nil {
+			return err
 		}
 	}
+	secs := time.Since(began).Seconds()
+	moved := float64(u.size - off)
+	sd.meter.printf("sent %s %d sha256=%x in %.3f s (%.2f MB/s)", j.name, u.size, sum, secs, moved/secs/1e6)
+	sd.meter.fileDone()
+	return nil
+}
 
+// upload is one file on its way, with its transfer number and the receiver's replies about it.
+type upload struct {
+	sd      *sender
+	name    string
+	f       *os.File
+	size    uint64
+	x       uint32
+	replies chan reply
+	h       hash.Hash // of the bytes before the next chunk
+}
+
+// open opens j's file and gives it a transfer number.
+func (sd *sender) open(j job) (*upload, error) {
+	f, err := os.Open(j.path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if fi.Size() != j.size {
+		sd.meter.addTotal(fi.Size() - j.size)
+	}
+	u := &upload{sd: sd, name: j.name, f: f, size: uint64(fi.Size()), replies: make(chan reply, 2), h: sha256.New()}
+	sd.mu.Lock()
+	sd.nextX++
+	u.x = sd.nextX
+	sd.replies[u.x] = u.replies
+	sd.mu.Unlock()
+	return u, nil
+}
+
+func (u *upload) close() {
+	u.sd.mu.Lock()
+	delete(u.sd.replies, u.x)
+	u.sd.mu.Unlock()
+	u.f.Close()
+}
+
+// offer offers the file and returns where the receiver wants it from.
+func (u *upload) offer(ctx context.Context) (uint64, error) {
+	fp, err := fingerprint(u.f, int64(u.size))
+	if err != nil {
+		return 0, fmt.Errorf("read: %w", err)
+	}
+	// The offer asks to be processed: a refusal (a bad name, say) fails its ticket too.
+	o := offer{xfer: u.x, size: u.size, fp: fp, name: u.name}
+	tk, err := u.sd.s.Send(ctx, o.encode(), oneway.AckProcessed)
+	if err != nil {
+		return 0, sessionErr(err)
+	}
+	offered := tk.Done()
+	for {
+		select {
+		case rp := <-u.replies:
+			if rp.err != nil {
+				return 0, rp.err
+			}
+			if rp.off > u.size {
+				return 0, fmt.Errorf("%w: the receiver has %d bytes of a %d-byte file", errProtocol, rp.off, u.size)
+			}
+			return rp.off, nil
+		case <-offered:
+			if err := tk.Err(); err != nil {
+				return 0, ticketErr(err)
+			}
+			offered = nil // processed: the OFFSET is on its way
+		case <-u.sd.gone:
+			return 0, u.sd.endErr()
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// sendChunks sends the file from off to its end, and returns the last chunk's ticket (nil if
+// there was nothing to send).
+func (u *upload) sendChunks(ctx context.Context, off uint64) (*oneway.Ticket, error) {
+	sd := u.sd
 	var last *oneway.Ticket
 	var hdr [chunkHdrLen]byte
 	var timer *time.Timer // the pacer's, made once it is needed
@@ -419,86 +492,77 @@ func (sd *sender) sendFile(ctx context.Context, j job) error {
 			timer.Stop()
 		}
 	}()
-	for pos := off; pos < uint64(size); {
+	for pos := off; pos < u.size; {
 		select {
-		case rp := <-replies:
-			sd.cancel(x)
-			if rp.err != nil {
-				return rp.err
-			}
-			return fmt.Errorf("%w: a second OFFSET", errProtocol)
+		case rp := <-u.replies: // the receiver gave up: no use sending more
+			return nil, rp.unexpected()
 		default:
 		}
-		n := min(uint64(sd.cfg.Chunk), uint64(size)-pos)
+		n := min(uint64(sd.cfg.Chunk), u.size-pos)
 		if err := sd.pace.wait(ctx, &timer, int64(n)); err != nil {
-			sd.cancel(x)
-			return err
+			return nil, err
 		}
 		buf, err := sd.getBuf(ctx)
 		if err != nil {
-			sd.cancel(x)
-			return err
+			return nil, err
 		}
 		buf = buf[:n]
-		if _, err := f.ReadAt(buf, int64(pos)); err != nil {
-			sd.putBuf(buf[:cap(buf)])
-			sd.cancel(x)
+		if _, err := u.f.ReadAt(buf, int64(pos)); err != nil {
+			sd.putBuf(buf)
 			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("the file shrank while being sent (now %d bytes or less)", pos+n)
+				return nil, fmt.Errorf("the file shrank while being sent (to less than %d bytes)", pos+n)
 			}
-			return fmt.Errorf("read: %w", err)
+			return nil, fmt.Errorf("read: %w", err)
 		}
-		h.Write(buf)
-		putChunkHeader(hdr[:], x, pos)
+		u.h.Write(buf)
+		putChunkHeader(hdr[:], u.x, pos)
 		level := oneway.AckNone
-		if pos+n == uint64(size) {
+		if pos+n == u.size {
 			// The last chunk asks to be processed: its ticket ends once the receiver wrote
 			// everything (acknowledgements are cumulative).
 			level = oneway.AckProcessed
 		}
 		tk, err := sd.s.SendShared(ctx, hdr[:], buf, level)
 		if err != nil {
-			sd.putBuf(buf[:cap(buf)])
-			return sessionErr(err)
+			sd.putBuf(buf)
+			return nil, sessionErr(err)
 		}
 		tk.OnEnd(func(tk *oneway.Ticket) {
+			// A ticket that ended well says the session let go of buf. One that failed says
+			// the session ended; nothing tells when it lets go, so buf stays with it.
 			if tk.Err() == nil {
 				sd.meter.add(int64(n))
-				sd.putBuf(buf[:cap(buf)])
-			} // else the session ended: let the collector have the buffer, nothing can be sure of it
+				sd.putBuf(buf)
+			}
 		})
 		sd.chunkBytes.Add(n)
 		pos += n
 		last = tk
 	}
-	sum := [sha256.Size]byte(h.Sum(nil))
-	dtk, err := sd.s.Send(ctx, encodeDone(x, sum), oneway.AckProcessed)
-	if err != nil {
-		return sessionErr(err)
+	return last, nil
+}
+
+// await waits for tk (if not nil) to end, and says why it failed, if it did.
+func (u *upload) await(ctx context.Context, tk *oneway.Ticket) error {
+	if tk == nil {
+		return nil
 	}
-	for _, tk := range []*oneway.Ticket{last, dtk} {
-		if tk == nil {
-			continue
-		}
-		select {
-		case <-tk.Done():
-			if err := tk.Err(); err != nil {
-				return ticketErr(err)
-			}
-		case rp := <-replies:
-			if rp.err != nil {
-				return rp.err
-			}
-			return fmt.Errorf("%w: a second OFFSET", errProtocol)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	select {
+	case <-tk.Done():
+		return ticketErr(tk.Err())
+	case rp := <-u.replies:
+		return rp.unexpected()
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	secs := time.Since(began).Seconds()
-	moved := float64(uint64(size) - off)
-	sd.meter.printf("sent %s %d sha256=%x in %.3f s (%.2f MB/s)", j.name, size, sum, secs, moved/secs/1e6)
-	sd.meter.fileDone()
-	return nil
+}
+
+// unexpected is the error of a reply that comes after the OFFSET: an ERROR, normally.
+func (rp reply) unexpected() error {
+	if rp.err != nil {
+		return rp.err
+	}
+	return fmt.Errorf("%w: a second OFFSET", errProtocol)
 }
 
 // cancel tells the receiver this sender gives up on transfer x, so it lets go of the file. The
@@ -507,8 +571,11 @@ func (sd *sender) cancel(x uint32) {
 	_, _ = sd.s.TrySend(encodeCancel(x), oneway.AckNone)
 }
 
-// ticketErr says what a failed ticket means for a transfer.
+// ticketErr says what a failed ticket means for a transfer (nil for a ticket that did not fail).
 func ticketErr(err error) error {
+	if err == nil {
+		return nil
+	}
 	var rej *oneway.RejectedError
 	if errors.As(err, &rej) {
 		return &refusedError{rej.Reason}
@@ -522,7 +589,7 @@ func sessionErr(err error) error {
 	case errors.Is(err, oneway.ErrSessionLost):
 		return fmt.Errorf("the session with the receiver was lost (run again to resume): %w", err)
 	case errors.Is(err, oneway.ErrSessionClosed):
-		return fmt.Errorf("the session with the receiver was closed: %w", err)
+		return fmt.Errorf("the session with the receiver was closed (run again to resume): %w", err)
 	}
 	return err
 }

@@ -429,3 +429,39 @@ func TestSendFailures(t *testing.T) {
 		}
 	}
 }
+
+// TestReceiverRestarted: a receiver killed in the middle of a file loses the session; its sender
+// says so in one line and exits 1; run again against the restarted receiver, it resumes from the
+// partial file the first receiver left.
+func TestReceiverRestarted(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "received")
+	first := start(t, "serve", "-listen", "127.0.0.1:0", "-dir", dir)
+	addr := first.line(t, listeningLine)[1]
+	const size = 16 << 20
+	path, sum := randomFile(t, t.TempDir(), "data.bin", size, 5)
+
+	sender := start(t, "send", "-to", addr, "-rate", "8MB", "-progress", "plain", "-resume-window", "500ms", path)
+	sender.lineWhere(t, progressLine, func(m []string) bool { return atoi(t, m[1]) >= 30 })
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	first.wait(t)
+	if code := sender.wait(t); code != 1 {
+		t.Fatalf("the sender exited %d, want 1\nstdout:\n%s\nstderr:\n%s", code, sender.out(), sender.errOut())
+	}
+	if errOut := sender.errOut(); strings.Count(errOut, "\n") != 0 || !strings.Contains(errOut, "send data.bin: the session with the receiver was lost (run again to resume)") {
+		t.Errorf("the sender said %q", errOut)
+	}
+
+	second := start(t, "serve", "-listen", addr, "-dir", dir)
+	second.line(t, listeningLine)
+	again := start(t, "send", "-to", addr, "-stats", "-progress", "none", path)
+	if code := again.wait(t); code != 0 {
+		t.Fatalf("the second sender exited %d\nstdout:\n%s\nstderr:\n%s", code, again.out(), again.errOut())
+	}
+	checkFile(t, again, second, dir, "data.bin", size, sum)
+	st := again.line(t, statsRE)
+	if resumed := atoi(t, st[3]); resumed < size/5 {
+		t.Errorf("resumed at %d of %d: the partial file was not used", resumed, size)
+	}
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// benchSize is the file the benchmarks move: 256 MiB.
+const benchSize = 256 << 20
+
+var (
+	benchFileOnce sync.Once
+	benchFileDir  string
+	benchFileErr  error
+)
+
+// benchFile writes, once per test binary, a file of benchSize random bytes, and returns its path.
+func benchFile(b *testing.B) string {
+	benchFileOnce.Do(func() {
+		benchFileDir, benchFileErr = os.MkdirTemp("", "filetransfer-bench-")
+		if benchFileErr == nil {
+			benchFileErr = writeRandomFile(filepath.Join(benchFileDir, "big.bin"), benchSize, 1)
+		}
+	})
+	if benchFileErr != nil {
+		b.Fatal(benchFileErr)
+	}
+	return filepath.Join(benchFileDir, "big.bin")
+}
+
+// TestMain removes the benchmarks' file once every test and benchmark has run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if benchFileDir != "" {
+		os.RemoveAll(benchFileDir)
+	}
+	os.Exit(code)
+}
+
+// writeRandomFile writes size pseudo-random bytes drawn from seed to path.
+func writeRandomFile(path string, size int64, seed uint64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	var s [32]byte
+	s[0] = byte(seed)
+	s[1] = byte(seed >> 8)
+	if _, err := io.CopyN(f, rand.NewChaCha8(s), size); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

@@ -417,6 +417,7 @@ func TestSendFailures(t *testing.T) {
 		{[]string{"send", "-to", dead, "-as", "x", path, path}, 2, "-as names one file"},
 		{[]string{"send", "-to", dead, path, path}, 2, "would both be"},
 		{[]string{"send", "-to", dead, "-chunk", "4MiB", path}, 2, "-chunk"},
+		{[]string{"send", "-to", dead, t.TempDir()}, 2, "nothing to send"},
 		{[]string{"serve"}, 2, "needs -dir"},
 		{[]string{"frobnicate"}, 2, "unknown command"},
 	} {

@@ -353,3 +353,77 @@ func checkReceived(t *testing.T, tr *testReceiver, name string, content []byte) 
 		}
 	}
 }
+
+// recvOffset waits for the receiver's OFFSET for transfer xfer and returns it.
+func recvOffset(t *testing.T, s *oneway.Session, xfer uint32) uint64 {
+	t.Helper()
+	d, err := s.Recv(testkit.Ctx(t))
+	if err != nil {
+		t.Fatalf("waiting for OFFSET: %v", err)
+	}
+	x, off, err := parseOffset(d.Data)
+	if err != nil || x != xfer {
+		t.Fatalf("got %x, want OFFSET for transfer %d (%v)", d.Data, xfer, err)
+	}
+	_ = d.Confirm()
+	return off
+}
+
+// TestTakeover: a second sender offering a file another session is writing takes it over where
+// it is (a sender run again while its dead session still waits to be resumed); the first
+// sender's transfer fails with a reason, and the file is completed by the second, correct.
+func TestTakeover(t *testing.T) {
+	tr := startReceiver(t)
+	ctx := testkit.Ctx(t)
+	data := bytes.Repeat([]byte("0123456789"), 1000)
+	o := offer{xfer: 1, size: uint64(len(data)), fp: sha256.Sum256(data), name: "shared.bin"}
+	chunk := func(s *oneway.Session, x uint32, off, end int, level oneway.AckLevel) *oneway.Ticket {
+		t.Helper()
+		var hdr [chunkHdrLen]byte
+		putChunkHeader(hdr[:], x, uint64(off))
+		tk, err := s.SendParts(ctx, hdr[:], data[off:end], level)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}
+
+	first := dialRaw(t, tr.addr)
+	if _, err := first.Send(ctx, o.encode(), oneway.AckProcessed); err != nil {
+		t.Fatal(err)
+	}
+	if off := recvOffset(t, first, 1); off != 0 {
+		t.Fatalf("first OFFSET %d, want 0", off)
+	}
+	if _, err := chunk(first, 1, 0, 4000, oneway.AckProcessed).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	second := dialRaw(t, tr.addr)
+	o.xfer = 9
+	if _, err := second.Send(ctx, o.encode(), oneway.AckProcessed); err != nil {
+		t.Fatal(err)
+	}
+	if off := recvOffset(t, second, 9); off != 4000 {
+		t.Fatalf("second OFFSET %d, want 4000: the first sender's bytes", off)
+	}
+
+	// The first sender is out: its next chunk is refused, and it hears why.
+	st, err := chunk(first, 1, 4000, 5000, oneway.AckProcessed).Wait(ctx)
+	if st != oneway.StatusFailed || !strings.Contains(fmt.Sprint(err), errSuperseded.Error()) {
+		t.Errorf("the first sender's chunk after the takeover: %v, %v; want failed, superseded", st, err)
+	}
+	if why := recvError(t, first, 1); !strings.Contains(why, errSuperseded.Error()) {
+		t.Errorf("the first sender's ERROR says %q", why)
+	}
+
+	chunk(second, 9, 4000, len(data), oneway.AckNone)
+	tk, err := second.Send(ctx, encodeDone(9, sha256.Sum256(data)), oneway.AckProcessed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := tk.Wait(ctx); st != oneway.StatusProcessed {
+		t.Fatalf("DONE: %v, %v", st, err)
+	}
+	checkReceived(t, tr, "shared.bin", data)
+}

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,8 +70,8 @@ const (
 var errUsage = errors.New("ftsl: filetransfer usage")
 
 // listJobs turns the paths into files to send: a file is sent under its base name (or as), a
-// directory as its base name followed by the path of each regular file under it. Every name is
-// checked, and must be unique.
+// directory as its base name followed by the path of each regular file under it (links to files
+// included; links to directories are not followed). Every name is checked, and must be unique.
 func listJobs(paths []string, as string) ([]job, error) {
 	if as != "" && len(paths) != 1 {
 		return nil, fmt.Errorf("%w: -as names one file, and %d paths were given", errUsage, len(paths))
@@ -121,6 +122,9 @@ func listJobs(paths []string, as string) ([]job, error) {
 		default:
 			return nil, fmt.Errorf("%w: %s is not a regular file or a directory", errUsage, p)
 		}
+	}
+	if len(jobs) == 0 {
+		return nil, fmt.Errorf("%w: nothing to send: %s holds no regular file", errUsage, strings.Join(paths, ", "))
 	}
 	seen := make(map[string]string, len(jobs))
 	for _, j := range jobs {

@@ -30,7 +30,10 @@
 // same files, it asks the receiver what it already has and sends only the rest: the receiver
 // keeps each partial file under a name derived from the file's name, size and fingerprint (the
 // SHA-256 of its first MiB), so a different file of the same name starts afresh rather than
-// resuming onto the wrong bytes. The receiver keeps partial files until they are completed.
+// resuming onto the wrong bytes. The receiver keeps partial files until they are completed. If
+// the receiver dies, the sender gives up once it has failed to resume the session for
+// -resume-window (60 s by default) and says so; run again once the receiver is back, it
+// resumes from the partial file the same way.
 //
 // # The protocol
 //
@@ -59,10 +62,21 @@
 // writing (the same sender run again, while its dead session still waits to be resumed) hands
 // the file to the new session, and the old one's transfer fails.
 //
-// Bulk chunks at AckNone cost the receiver no settling and the sender one ticket each, which ends
-// (and gives the chunk's buffer back) once the receiver's session layer has it. The sender hands
-// its chunk buffers to the session by reference (SendShared), and the receiver writes from the
-// session's receive buffer: past the kernel, each byte is copied once on each side.
+// Bulk chunks at AckNone ask for nothing beyond the session's own cumulative acknowledgement; on
+// the sender's side each has a ticket, which ends (and gives the chunk's buffer back) once the
+// receiver's session layer has the chunk. The sender reads
+// each chunk into a buffer the session sends from by reference (SendShared), so it makes no copy
+// in user space; the receiver hashes and writes each chunk straight from the session's receive
+// buffer, so the one user-space copy on its side is the session's own, from the socket's read
+// buffer into that receive buffer.
+//
+// # Limits
+//
+// A sender may have 64 files under way at once (-parallel), and a receiver 1,024 files arriving
+// at once from all its senders; beyond that, offers are refused as busy. A chunk is at most
+// 1 MiB less 13 bytes, the receiver's largest message. Without -fsync, a file the receiver
+// reported may still be in the operating system's cache when the machine loses power; a partial
+// file damaged that way is caught by the final hash, deleted, and sent again in full.
 package main
 
 import (

@@ -153,16 +153,14 @@ func (r *receiver) handle(ctx context.Context, p *peer, d *oneway.Delivery) erro
 		if len(p.xfers) >= maxTransfersPerSession {
 			return r.tell(ctx, p, o.xfer, nil, fmt.Errorf("%w: %d files at once from one sender is the limit", errBusy, maxTransfersPerSession))
 		}
-		t, err := r.offer(o)
+		t, off, err := r.offer(o)
 		if err != nil {
 			r.log.printf("refused %q from %v: %v", o.name, p.s.RemoteAddr(), err)
 			return r.tell(ctx, p, o.xfer, nil, err)
 		}
 		p.xfers[o.xfer] = t
-		if _, err := p.s.Send(ctx, encodeOffset(o.xfer, t.off), oneway.AckNone); err != nil {
-			return err
-		}
-		return nil
+		_, err = p.s.Send(ctx, encodeOffset(o.xfer, off), oneway.AckNone)
+		return err
 	case msgDone:
 		xfer, sum, err := parseDone(d.Data)
 		if err != nil {
@@ -222,9 +220,9 @@ func (r *receiver) tell(ctx context.Context, p *peer, xfer uint32, t *transfer, 
 // offer opens the partial file of the offered file, taking it over from a transfer that still
 // holds it (a sender that died and came back has a new session; its old one may still wait to be
 // resumed), and returns the transfer with the offset the sender resumes from.
-func (r *receiver) offer(o offer) (*transfer, error) {
+func (r *receiver) offer(o offer) (*transfer, uint64, error) {
 	if err := validateName(o.name); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	t := &transfer{name: o.name, partial: partialName(o.name, o.size, o.fp), size: o.size}
 	t.mu.Lock()
@@ -233,7 +231,7 @@ func (r *receiver) offer(o offer) (*transfer, error) {
 	old := r.active[t.partial]
 	if old == nil && len(r.active) >= maxTransfers {
 		r.mu.Unlock()
-		return nil, fmt.Errorf("%w: %d files are arriving; try again later", errBusy, maxTransfers)
+		return nil, 0, fmt.Errorf("%w: %d files are arriving; try again later", errBusy, maxTransfers)
 	}
 	r.active[t.partial] = t
 	r.mu.Unlock()
@@ -256,10 +254,10 @@ func (r *receiver) offer(o offer) (*transfer, error) {
 		if err := t.open(r.root); err != nil {
 			t.gone = true
 			r.forget(t)
-			return nil, err
+			return nil, 0, err
 		}
 	}
-	return t, nil
+	return t, t.off, nil
 }
 
 // open opens t's partial file, creating it if there is none, and hashes the bytes already in it.

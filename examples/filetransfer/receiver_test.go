@@ -160,7 +160,7 @@ func TestReceiverRefusesChecksumMismatch(t *testing.T) {
 		{"right/sum.txt", sha256.Sum256(data), true},
 	} {
 		o := offer{xfer: 1, size: uint64(len(data)), fp: sha256.Sum256(data), name: tc.name}
-		tf, err := r.offer(o)
+		tf, _, err := r.offer(o)
 		if err != nil {
 			t.Fatal(err)
 		}

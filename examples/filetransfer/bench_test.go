@@ -111,12 +111,73 @@ func tcpCopy(b *testing.B, src, dst string, hash bool) {
 // benchFTSL sends src with the filetransfer sender to a receiver in this process, directly or
 // through a proxy that resets the connection every cut (0: never).
 func benchFTSL(b *testing.B, src string, cut time.Duration, viaProxy bool) {
-	dir := b.TempDir()
-	root, err := os.OpenRoot(dir)
+	rig := newRig(b)
+	var cuts int64
+	b.SetBytes(benchSize)
+	cpu := startCPU()
+	for b.Loop() {
+		_, n := rig.transfer(b, src, cut, viaProxy)
+		cuts += n
+	}
+	cpu.report(b)
+	if cut > 0 {
+		b.ReportMetric(float64(cuts)/float64(b.N), "cuts/op")
+	}
+}
+
+// BenchmarkTransferPaired runs, in each iteration, one transfer of each kind back to back (a
+// plain TCP copy, one hashing both ends, filetransfer direct, through the proxy, and through the proxy cut every
+// 200 ms), and reports their speeds and ratios: on a machine shared with other work, transfers
+// measured side by side see the same load, where BenchmarkTransfer's sub-benchmarks, run one
+// after the other, may not.
+func BenchmarkTransferPaired(b *testing.B) {
+	src := benchFile(b)
+	rig := newRig(b)
+	dst := filepath.Join(b.TempDir(), "copy")
+	var tcp, tcpSHA, direct, proxied, cutTime time.Duration
+	var cuts int64
+	for b.Loop() {
+		began := time.Now()
+		tcpCopy(b, src, dst, false)
+		tcp += time.Since(began)
+		os.Remove(dst)
+		began = time.Now()
+		tcpCopy(b, src, dst, true)
+		tcpSHA += time.Since(began)
+		os.Remove(dst)
+		d, _ := rig.transfer(b, src, 0, false)
+		direct += d
+		d, _ = rig.transfer(b, src, 0, true)
+		proxied += d
+		d, n := rig.transfer(b, src, 200*time.Millisecond, true)
+		cutTime += d
+		cuts += n
+	}
+	mbs := func(d time.Duration) float64 { return float64(benchSize) * float64(b.N) / d.Seconds() / 1e6 }
+	b.ReportMetric(mbs(tcp), "tcp-MB/s")
+	b.ReportMetric(mbs(tcpSHA), "tcpsha-MB/s")
+	b.ReportMetric(mbs(direct), "ftsl-MB/s")
+	b.ReportMetric(mbs(proxied), "proxy-MB/s")
+	b.ReportMetric(mbs(cutTime), "cut-MB/s")
+	b.ReportMetric(tcp.Seconds()/direct.Seconds(), "ftsl/tcp")
+	b.ReportMetric(tcpSHA.Seconds()/direct.Seconds(), "ftsl/tcpsha")
+	b.ReportMetric(proxied.Seconds()/cutTime.Seconds(), "cut/uncut")
+	b.ReportMetric(float64(cuts)/float64(b.N), "cuts/op")
+}
+
+// rig is a receiver serving in this process, with a proxy in front of it.
+type rig struct {
+	root  *os.Root
+	addr  string
+	proxy *faultnet.Proxy
+}
+
+func newRig(b *testing.B) *rig {
+	root, err := os.OpenRoot(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer root.Close()
+	b.Cleanup(func() { root.Close() })
 	ln, err := oneway.Listen("127.0.0.1:0", receiverSessionConfig(oneway.Config{}))
 	if err != nil {
 		b.Fatal(err)
@@ -125,39 +186,40 @@ func benchFTSL(b *testing.B, src string, cut time.Duration, viaProxy bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- r.serve(ctx, ln) }()
-	defer func() {
+	b.Cleanup(func() {
 		cancel()
 		<-served
-	}()
-	to := ln.Addr().String()
-	var proxy *faultnet.Proxy
+	})
+	proxy, err := faultnet.NewProxy(ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { proxy.Close() })
+	return &rig{root: root, addr: ln.Addr().String(), proxy: proxy}
+}
+
+// transfer sends src to the rig's receiver, through the proxy if viaProxy, with the connection
+// cut every cut (0: never), and returns how long it took and how many connections were cut. The
+// received file is removed afterwards, with the benchmark's timer stopped.
+func (r *rig) transfer(b *testing.B, src string, cut time.Duration, viaProxy bool) (time.Duration, int64) {
+	to := r.addr
 	if viaProxy {
-		if proxy, err = faultnet.NewProxy(to); err != nil {
-			b.Fatal(err)
-		}
-		defer proxy.Close()
-		to = proxy.Addr()
+		to = r.proxy.Addr()
 	}
-	var reconnects int64
-	b.SetBytes(benchSize)
-	cpu := startCPU()
-	for b.Loop() {
-		stopCuts := cutEvery(proxy, cut)
-		err := send(ctx, sendConfig{To: to, Paths: []string{src}, Progress: progressNone, Out: io.Discard})
-		reconnects += stopCuts()
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		if err := root.Remove("big.bin"); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
+	began := time.Now()
+	stopCuts := cutEvery(r.proxy, cut)
+	err := send(context.Background(), sendConfig{To: to, Paths: []string{src}, Progress: progressNone, Out: io.Discard})
+	took := time.Since(began)
+	cuts := stopCuts()
+	if err != nil {
+		b.Fatal(err)
 	}
-	cpu.report(b)
-	if cut > 0 {
-		b.ReportMetric(float64(reconnects)/float64(b.N), "cuts/op")
+	b.StopTimer()
+	if err := r.root.Remove("big.bin"); err != nil {
+		b.Fatal(err)
 	}
+	b.StartTimer()
+	return took, cuts
 }
 
 // cpuClock measures the CPU time (user and system) the process spends, to report it per

@@ -109,9 +109,8 @@ func (r *receiver) serveSession(ctx context.Context, s *oneway.Session) {
 			r.release(t)
 		}
 	}()
-	stop := context.AfterFunc(ctx, s.Abort)
-	defer stop()
 	for {
+		// Not ctx: when it ends, closing the listener ends the session, telling the sender why.
 		d, err := s.Recv(context.Background())
 		if err != nil {
 			return

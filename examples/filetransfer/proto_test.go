@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestValidateName(t *testing.T) {
@@ -163,4 +164,42 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("parseSize(%q) succeeded", in)
 		}
 	}
+}
+
+// FuzzDecoders: no message makes a parser panic, and what a parser accepts encodes back to the
+// same bytes (nothing is silently dropped or misread).
+func FuzzDecoders(f *testing.F) {
+	f.Add(offer{xfer: 1, size: 10, fp: sha256.Sum256(nil), name: "dir/x"}.encode())
+	f.Add(encodeDone(2, [32]byte{1}))
+	f.Add(encodeCancel(3))
+	f.Add(encodeOffset(4, 5))
+	f.Add(encodeError(6, "why"))
+	f.Add([]byte{msgChunk, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 'x'})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if o, err := parseOffer(b); err == nil && !bytes.Equal(o.encode()[1:], b[1:]) {
+			t.Errorf("OFFER %x decodes to %+v, which encodes to %x", b, o, o.encode())
+		}
+		if x, sum, err := parseDone(b); err == nil && !bytes.Equal(encodeDone(x, sum)[1:], b[1:]) {
+			t.Errorf("DONE %x misread", b)
+		}
+		if x, err := parseCancel(b); err == nil && !bytes.Equal(encodeCancel(x)[1:], b[1:]) {
+			t.Errorf("CANCEL %x misread", b)
+		}
+		if x, off, err := parseOffset(b); err == nil && !bytes.Equal(encodeOffset(x, off)[1:], b[1:]) {
+			t.Errorf("OFFSET %x misread", b)
+		}
+		if x, why, err := parseError(b); err == nil && len(why) <= maxReasonLen && utf8.ValidString(why) &&
+			!bytes.Equal(encodeError(x, why)[1:], b[1:]) {
+			t.Errorf("ERROR %x misread", b)
+		}
+		if x, off, data, err := parseChunk(b); err == nil {
+			hdr := make([]byte, chunkHdrLen)
+			putChunkHeader(hdr, x, off)
+			if !bytes.Equal(append(hdr[1:], data...), b[1:]) {
+				t.Errorf("CHUNK %x misread", b)
+			}
+		}
+		_ = validateName(string(b))
+	})
 }

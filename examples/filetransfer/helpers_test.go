@@ -21,7 +21,7 @@ var (
 // benchFile writes, once per test binary, a file of benchSize random bytes, and returns its path.
 func benchFile(b *testing.B) string {
 	benchFileOnce.Do(func() {
-		benchFileDir, benchFileErr = os.MkdirTemp("", "filetransfer-bench-")
+		benchFileDir, benchFileErr = sharedDir("filetransfer-bench-")
 		if benchFileErr == nil {
 			benchFileErr = writeRandomFile(filepath.Join(benchFileDir, "big.bin"), benchSize, 1)
 		}
@@ -32,11 +32,28 @@ func benchFile(b *testing.B) string {
 	return filepath.Join(benchFileDir, "big.bin")
 }
 
-// TestMain removes the benchmarks' file once every test and benchmark has run.
+// sharedDirs are directories made once for the whole test binary (the benchmarks' file, the
+// built program), removed by TestMain.
+var (
+	sharedMu   sync.Mutex
+	sharedDirs []string
+)
+
+// sharedDir makes a directory that lasts until every test and benchmark has run.
+func sharedDir(pattern string) (string, error) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err == nil {
+		sharedMu.Lock()
+		sharedDirs = append(sharedDirs, dir)
+		sharedMu.Unlock()
+	}
+	return dir, err
+}
+
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if benchFileDir != "" {
-		os.RemoveAll(benchFileDir)
+	for _, dir := range sharedDirs {
+		os.RemoveAll(dir)
 	}
 	os.Exit(code)
 }

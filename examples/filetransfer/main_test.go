@@ -41,7 +41,7 @@ func program(t *testing.T) string {
 			binErr = err
 			return
 		}
-		dir, err := os.MkdirTemp("", "filetransfer-bin-")
+		dir, err := sharedDir("filetransfer-bin-")
 		if err != nil {
 			binErr = err
 			return
@@ -80,6 +80,7 @@ type proc struct {
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(program(t), args...), exited: make(chan struct{}), changed: make(chan struct{})}
+	dieWithTest(p.cmd)
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -92,6 +92,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ftsl-go/ftsl/naming"
 	"github.com/ftsl-go/ftsl/oneway"
 )
 
@@ -100,8 +101,9 @@ func main() {
 }
 
 const usage = `usage:
-  filetransfer serve -listen 127.0.0.1:7000 -dir DIR [flags]
+  filetransfer serve -listen 127.0.0.1:7000 -dir DIR [-naming URL -name NAME] [flags]
   filetransfer send -to HOST:PORT [flags] FILE|DIR...
+  filetransfer send -naming URL -name NAME [flags] FILE|DIR...
 run "filetransfer serve -h" or "filetransfer send -h" for the flags`
 
 // run runs the command line args and returns the exit status.
@@ -145,10 +147,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	dir := fs.String("dir", "", "`directory` to receive files into (created if missing)")
 	fsync := fs.Bool("fsync", false, "flush each file to disk before renaming it into place")
 	window := fs.Duration("resume-window", 0, "how long a sender's broken session is kept for it to resume (default 60s)")
+	namingURL := fs.String("naming", "", "the naming service's base `URL`: bind -name to the address served")
+	name := fs.String("name", "", "the `name` to bind at the naming service (with -naming)")
+	token := fs.String("token", os.Getenv("FTSL_NAMING_TOKEN"), "the naming service's write `token` (default $FTSL_NAMING_TOKEN)")
 	if err := fs.Parse(args); err != nil {
 		return usageErr(err)
 	}
 	switch {
+	case (*namingURL == "") != (*name == ""):
+		return fmt.Errorf("%w: -naming and -name go together", errUsage)
 	case *dir == "":
 		return fmt.Errorf("%w: serve needs -dir", errUsage)
 	case fs.NArg() > 0:
@@ -169,6 +176,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("listen: %w", err)
 	}
 	r := newReceiver(root, *fsync, stdout, stderr)
+	if *namingURL != "" {
+		nc := &naming.Client{BaseURL: *namingURL, Token: *token}
+		// Rebind, not Bind: a receiver restarted after a crash takes its name back.
+		if _, err := nc.Rebind(ctx, *name, ln.Addr().String()); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("naming: %w", err)
+		}
+		fmt.Fprintf(stdout, "bound %s to %s\n", *name, ln.Addr())
+	}
 	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
 	return r.serve(ctx, ln)
 }
@@ -206,12 +222,27 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	stats := fs.Bool("stats", false, "print a line of counters at the end")
 	timeout := fs.Duration("connect-timeout", 10*time.Second, "how long to keep trying to reach the receiver at first")
 	window := fs.Duration("resume-window", 0, "how long to keep trying to resume a broken session (default 60s)")
+	namingURL := fs.String("naming", "", "find the receiver through the naming service at `URL` (with -name, instead of -to)")
+	name := fs.String("name", "", "the receiver's `name` at the naming service")
 	if err := fs.Parse(args); err != nil {
 		return usageErr(err)
 	}
 	cfg := sendConfig{To: *to, As: *as, Parallel: *parallel, Paths: fs.Args(), Out: stdout, Stats: *stats}
-	// The naming service, once wired in (-naming URL -name NAME), sets cfg.Resolver here, and
-	// cfg.To to NAME: every connection attempt then asks it where the receiver is.
+	switch {
+	case (*namingURL == "") != (*name == ""):
+		return fmt.Errorf("%w: -naming and -name go together", errUsage)
+	case *namingURL != "" && *to != "":
+		return fmt.Errorf("%w: -to, or -naming and -name, not both", errUsage)
+	case *namingURL != "":
+		// Every connection attempt asks the naming service where the receiver is now, and a
+		// rebind wakes a sender waiting to reconnect.
+		res, err := naming.NewResolver(&naming.Client{BaseURL: *namingURL}, naming.ResolverConfig{})
+		if err != nil {
+			return fmt.Errorf("%w: -naming: %w", errUsage, err)
+		}
+		defer res.Close()
+		cfg.Resolver, cfg.To = res, *name
+	}
 	var err error
 	if cfg.Progress, err = parseProgressMode(*progress); err != nil {
 		return err
@@ -227,7 +258,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	switch {
 	case cfg.To == "":
-		return fmt.Errorf("%w: send needs -to HOST:PORT", errUsage)
+		return fmt.Errorf("%w: send needs -to HOST:PORT (or -naming URL -name NAME)", errUsage)
 	case len(cfg.Paths) == 0:
 		return fmt.Errorf("%w: send needs at least one file or directory", errUsage)
 	case *timeout <= 0:

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/ftsl-go/ftsl/internal/faultnet"
 	"github.com/ftsl-go/ftsl/internal/testkit"
+	"github.com/ftsl-go/ftsl/naming"
 )
 
 var (
@@ -465,5 +467,31 @@ func TestReceiverRestarted(t *testing.T) {
 	st := again.line(t, statsRE)
 	if resumed := atoi(t, st[3]); resumed < size/5 {
 		t.Errorf("resumed at %d of %d: the partial file was not used", resumed, size)
+	}
+}
+
+// TestThroughNaming: the receiver binds its name at a naming service, and the sender finds it
+// there (-naming URL -name NAME) instead of by address.
+func TestThroughNaming(t *testing.T) {
+	ns, err := naming.NewServer(naming.ServerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(ns)
+	defer hs.Close()
+	defer ns.Close()
+	dir := filepath.Join(t.TempDir(), "received")
+	receiver := start(t, "serve", "-listen", "127.0.0.1:0", "-dir", dir, "-naming", hs.URL, "-name", "files")
+	receiver.line(t, listeningLine)
+	const size = 3 << 20
+	path, sum := randomFile(t, t.TempDir(), "named.bin", size, 7)
+	sender := start(t, "send", "-naming", hs.URL, "-name", "files", "-progress", "none", path)
+	if code := sender.wait(t); code != 0 {
+		t.Fatalf("sender exited %d\nstdout:\n%s\nstderr:\n%s", code, sender.out(), sender.errOut())
+	}
+	checkFile(t, sender, receiver, dir, "named.bin", size, sum)
+	bad := start(t, "send", "-naming", hs.URL, "-to", "127.0.0.1:1", "-name", "files", path)
+	if code := bad.wait(t); code != 2 {
+		t.Fatalf("-to with -naming exited %d, want 2", code)
 	}
 }

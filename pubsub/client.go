@@ -205,6 +205,7 @@ func (c *Client) dispatch() {
 	for {
 		d, err := c.sess.Recv(context.Background())
 		if err != nil {
+			c.failPending(err)
 			c.closeSubscriptions()
 			return
 		}
@@ -293,19 +294,28 @@ func (c *Client) sessionEnded(err error) {
 	if !closing && c.err == nil {
 		c.err = err
 	}
-	pending := c.pending
-	c.pending = map[uint64]*Ticket{}
-	c.checkDrainedLocked()
 	c.mu.Unlock()
-	for _, t := range pending {
-		t.end(Outcome{}, fmt.Errorf("%w: %w", err, errNoOutcome))
-	}
+	// The publishes still waiting for their outcome end once the dispatcher has taken every
+	// message the session received (failPending): the outcomes may be among them.
 	kind := events.SessionClosed
 	if errors.Is(err, ErrSessionLost) {
 		kind = events.SessionLost
 	}
 	if !closing {
 		c.event(kind, "", err)
+	}
+}
+
+// failPending ends the publishes whose outcome never came: the session ended (err) and every
+// message it received was taken.
+func (c *Client) failPending(err error) {
+	c.mu.Lock()
+	pending := c.pending
+	c.pending = map[uint64]*Ticket{}
+	c.checkDrainedLocked()
+	c.mu.Unlock()
+	for _, t := range pending {
+		t.end(Outcome{}, fmt.Errorf("%w: %w", err, errNoOutcome))
 	}
 }
 

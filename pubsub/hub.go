@@ -215,6 +215,18 @@ func (h *Hub) Close(ctx context.Context) error {
 	case <-told:
 	case <-ctx.Done(): // the sessions are aborted below; the shares end, and so does Wait
 	}
+	// Outcomes that found their publisher's session full wait for room; a session that is
+	// closing takes no more, so they go in first, as the client reads.
+	for _, m := range members {
+		for !m.flushWaiting() && ctx.Err() == nil {
+			t := time.NewTimer(time.Millisecond) // (room opens as the client acknowledges)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+	}
 	var wg sync.WaitGroup
 	for _, m := range members {
 		wg.Add(1)

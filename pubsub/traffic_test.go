@@ -195,9 +195,11 @@ func TestHubCloseUnderTraffic(t *testing.T) {
 	var mu sync.Mutex
 	got := map[string]map[key]int{}
 	progress := make(chan struct{}, 1)
+	var subscribers []*Client
 	for _, name := range []string{"s1", "s2"} {
 		got[name] = map[key]int{}
 		c := dial(t, h, Config{Name: name})
+		subscribers = append(subscribers, c)
 		if _, err := c.Subscribe("load.*", func(_ context.Context, m *Msg) error {
 			var i int
 			fmt.Sscan(string(m.Data), &i)
@@ -240,6 +242,15 @@ func TestHubCloseUnderTraffic(t *testing.T) {
 		t.Fatalf("hub Close: %v", err)
 	}
 	wg.Wait()
+	// The hub's Close returns once the subscribers' sessions have everything; their handlers
+	// may still be at work on the last of it.
+	for _, c := range subscribers {
+		select {
+		case <-c.Done():
+		case <-ctx.Done():
+			t.Fatal("a subscriber's client did not end with its session")
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	for name, s := range pubs {

@@ -152,12 +152,12 @@ func benchPubsubFanOut(b *testing.B, _ *pubsub.Hub, addr string, subscribers int
 		}
 		if level == pubsub.AckProcessed {
 			outcomes.Add(1)
-			go func() { // (one goroutine per ticket is the benchmark's, not the library's)
+			tk.OnEnd(func(tk *pubsub.Ticket) {
 				defer outcomes.Done()
-				if out, err := tk.Wait(ctx); err != nil || out.Processed != subscribers {
+				if out, err := tk.Outcome(); err != nil || out.Processed != subscribers {
 					bad.Add(1)
 				}
-			}()
+			})
 		}
 		last = tk
 	}

@@ -227,8 +227,8 @@ func (m *member) export() MemberState {
 // exportPublishes takes the member's publishes whose outcome is still to come.
 func (m *member) exportPublishes() []PublishState {
 	m.pubsMu.Lock()
-	pss := make([]*pubState, 0, len(m.pubs))
-	for ps := range m.pubs {
+	var pss []*pubState
+	for ps := m.pubs; ps != nil; ps = ps.next {
 		pss = append(pss, ps)
 	}
 	m.pubsMu.Unlock()

@@ -33,9 +33,10 @@ type member struct {
 	perms    *Permissions // as Authenticate gave them: an export takes them
 	rules    *rules
 
-	// The publishes it made whose outcome is still to come, for an export to take.
+	// The publishes it made whose outcome is still to come, for an export to take: a list
+	// through the publishes themselves, so that following one costs no allocation.
 	pubsMu sync.Mutex
-	pubs   map[*pubState]struct{}
+	pubs   *pubState
 
 	mu   sync.Mutex // guards what follows
 	subs map[uint64]*hubSub
@@ -370,15 +371,24 @@ func (m *member) noteMissed(sub *hubSub) {
 // recordPublish and forgetPublish keep the member's publishes whose outcome is to come.
 func (m *member) recordPublish(ps *pubState) {
 	m.pubsMu.Lock()
-	if m.pubs == nil {
-		m.pubs = make(map[*pubState]struct{})
+	ps.next = m.pubs
+	if m.pubs != nil {
+		m.pubs.prev = ps
 	}
-	m.pubs[ps] = struct{}{}
+	m.pubs = ps
 	m.pubsMu.Unlock()
 }
 
 func (m *member) forgetPublish(ps *pubState) {
 	m.pubsMu.Lock()
-	delete(m.pubs, ps)
+	if ps.prev != nil {
+		ps.prev.next = ps.next
+	} else if m.pubs == ps {
+		m.pubs = ps.next
+	}
+	if ps.next != nil {
+		ps.next.prev = ps.prev
+	}
+	ps.prev, ps.next = nil, nil
 	m.pubsMu.Unlock()
 }

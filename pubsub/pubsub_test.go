@@ -257,3 +257,42 @@ func TestReportDelivered(t *testing.T) {
 	}
 	<-tk.Delivered()
 }
+
+// TestTicketOnEnd: OnEnd runs once when the ticket ends, or at once after; Outcome then gives
+// what Wait gives.
+func TestTicketOnEnd(t *testing.T) {
+	h := testHub(t, HubConfig{})
+	ctx := testCtx(t)
+	sub := dial(t, h, Config{Name: "sub"})
+	if _, err := sub.Subscribe("jobs", func(context.Context, *Msg) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	pub := dial(t, h, Config{Name: "pub"})
+	tk, err := pub.Publish(ctx, "jobs", []byte("x"), AckProcessed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan Outcome, 2)
+	tk.OnEnd(func(tk *Ticket) {
+		out, err := tk.Outcome()
+		if err != nil {
+			t.Error(err)
+		}
+		ended <- out
+	})
+	if out := <-ended; out.Matched != 1 || out.Processed != 1 {
+		t.Fatalf("outcome %+v", out)
+	}
+	tk.OnEnd(func(tk *Ticket) { out, _ := tk.Outcome(); ended <- out }) // after the end: at once
+	select {
+	case out := <-ended:
+		if out.Processed != 1 {
+			t.Fatalf("outcome %+v", out)
+		}
+	default:
+		t.Fatal("OnEnd after the end was not called at once")
+	}
+	if out, err := tk.Wait(ctx); err != nil || out.Processed != 1 {
+		t.Fatalf("Wait: %+v %v", out, err)
+	}
+}

@@ -57,8 +57,12 @@ func (h *Hub) route(pub *member, p wire.Pub) error {
 	level := oneway.AckLevel(p.Level &^ wire.ReportDelivered)
 	var ps *pubState
 	if level != oneway.AckNone {
-		ps = &pubState{pub: pub, pubID: p.PubID, level: level, subject: p.Subject, remaining: 1,
-			shares: make([]*share, 0, len(res.Plain)+len(res.Groups))}
+		ps = &pubState{pub: pub, pubID: p.PubID, level: level, subject: p.Subject, remaining: 1}
+		if n := len(res.Plain) + len(res.Groups); n <= len(ps.one) {
+			ps.shares = ps.one[:0]
+		} else {
+			ps.shares = make([]*share, 0, n)
+		}
 		if report && level == oneway.AckProcessed {
 			ps.report, ps.undelivered = true, 1
 		}
@@ -272,6 +276,9 @@ type pubState struct {
 	out       wire.Outcome
 	finished  bool     // the outcome is sent
 	shares    []*share // those followed; ended ones stay, marked, until the publish ends
+	one       [1]*share
+	// The publisher's list of publishes in flight (member.pubs), guarded by its pubsMu.
+	prev, next *pubState
 
 	// With report (ReportDelivered): shares neither delivered nor ended, 1 while routing goes
 	// on; the shares delivered; and whether PROGRESS went.

@@ -93,6 +93,7 @@ type Ticket struct {
 	reached   bool          // every matched subscriber has it (or the ticket ended)
 	out       Outcome
 	err       error
+	onEnd     func(*Ticket)
 }
 
 const endedBit = 1 << 8
@@ -174,6 +175,29 @@ func (t *Ticket) Wait(ctx context.Context) (Outcome, error) {
 	return t.out, t.err
 }
 
+// OnEnd has f called once when the ticket ends, on the goroutine that ended it (the client's
+// dispatcher, usually), with no lock held; or at once if it has ended. It lets code follow many
+// publishes without a goroutine each; f must return quickly. A second OnEnd replaces the first
+// if the ticket has not ended.
+func (t *Ticket) OnEnd(f func(*Ticket)) {
+	t.mu.Lock()
+	if t.ended() {
+		t.mu.Unlock()
+		f(t)
+		return
+	}
+	t.onEnd = f
+	t.mu.Unlock()
+}
+
+// Outcome returns the outcome and error the ticket ended with (Wait's, without waiting); before
+// the end, a zero Outcome and nil.
+func (t *Ticket) Outcome() (Outcome, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.out, t.err
+}
+
 // end makes the ticket final, once.
 func (t *Ticket) end(out Outcome, err error) {
 	t.mu.Lock()
@@ -196,7 +220,12 @@ func (t *Ticket) end(out Outcome, err error) {
 	if !t.reached {
 		t.reachedLocked()
 	}
+	f := t.onEnd
+	t.onEnd = nil
 	t.mu.Unlock()
+	if f != nil {
+		f(t)
+	}
 }
 
 // outcome turns the hub's OUTCOME into the ticket's end.

@@ -129,6 +129,10 @@ func (l *Listener) Export() (ListenerState, error) {
 		if err != nil {
 			return ListenerState{}, err
 		}
+		// A send under way when the core session moved had its ticket queued, and then failed
+		// with ErrSessionMoved: its caller got the error, and the message is not in the state.
+		next := cst.Sessions[i].Send.NextMID
+		ss.Tickets = slices.DeleteFunc(ss.Tickets, func(t TicketState) bool { return t.ID >= next })
 		st.Sessions = append(st.Sessions, ss)
 	}
 	return st, nil

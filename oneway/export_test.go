@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -497,5 +498,61 @@ func TestPauseWaitsForHandlers(t *testing.T) {
 	case got := <-handled:
 		t.Fatalf("handled %q again", got)
 	default:
+	}
+}
+
+// TestExportDuringSends: sends under way while the listener exports. A send the move overtook
+// fails with ErrSessionMoved, and its ticket must not be in the state (the import refused a
+// ticket for a message the core state did not have).
+func TestExportDuringSends(t *testing.T) {
+	for round := range 20 {
+		ctx := testCtx(t)
+		cfg := Config{}
+		m := newMovingServer(t, cfg)
+		c, s := m.dial(cfg)
+		if err := c.Handle(func(context.Context, *Delivery) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var sent atomic.Int64
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					if _, err := s.Send(ctx, []byte("x"), AckProcessed); err != nil {
+						if !errors.Is(err, ErrSessionMoved) {
+							t.Errorf("send: %v", err)
+						}
+						return
+					}
+					sent.Add(1)
+				}
+			}()
+		}
+		for sent.Load() < int64(10+round*7) {
+			runtime.Gosched()
+		}
+		if err := m.ln.Pause(ctx); err != nil {
+			t.Fatal(err)
+		}
+		st, err := m.ln.Export()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		nl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, _, err := NewListenerFrom(nl, cfg, st)
+		if err != nil {
+			_ = nl.Close()
+			t.Fatalf("round %d: %v", round, err)
+		}
+		_ = ln.Close()
+		c.Abort()
+		m.close()
+		waitSessions(t, c)
 	}
 }

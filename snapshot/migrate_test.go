@@ -183,8 +183,10 @@ func testMigrateOneway(t *testing.T, n, perClient int) {
 	)
 	sendAll = func(id uint64, server bool, get func() *oneway.Session) {
 		defer wg.Done()
+		halfway := false
 		for k := 0; k < perClient; k++ {
-			if k == perClient/2 {
+			if k == perClient/2 && !halfway { // (k comes again if its send met the move)
+				halfway = true
 				half.Done()
 				<-gate
 			}

@@ -3,19 +3,16 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,18 +25,7 @@ import (
 // TestCommand builds chat and runs it as a user would: the demo, scripts talking through a hub
 // while their connections are cut, bad flags, and a hub stopped by signals.
 func TestCommand(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go command to build chat with")
-	}
-	bin := filepath.Join(t.TempDir(), "chat")
-	args := []string{"build", "-o", bin}
-	if raceEnabled { // the program's own goroutines are checked too
-		args = append(args, "-race")
-	}
-	if out, err := exec.Command(goBin, append(args, ".")...).CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testkit.Build(t, ".")
 	t.Run("Demo", func(t *testing.T) { testDemo(t, bin) })
 	t.Run("ScriptsThroughCuts", func(t *testing.T) { testScriptsThroughCuts(t, bin) })
 	t.Run("EmbeddedHub", func(t *testing.T) { testEmbeddedHub(t, bin) })
@@ -49,133 +35,23 @@ func TestCommand(t *testing.T) {
 	t.Run("ServeSignals", func(t *testing.T) { testServeSignals(t, bin) })
 }
 
-// proc is a running chat process, its standard streams collected line by line.
-type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	exited chan struct{} // closed once it ended and its output was read
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
-	mu     sync.Mutex
-	out    []string      // stdout
-	errs   []string      // stderr
-	kick   chan struct{} // a line came
-	status int
+// proc is a running chat process, named for the participant it plays.
+type proc struct {
+	*testkit.Proc
+	name string
 }
 
 // start runs bin with args; the process is killed when the test ends, if it still runs.
 func start(t *testing.T, bin, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(bin, args...), exited: make(chan struct{}), kick: make(chan struct{}, 1)}
-	var err error
-	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var readers sync.WaitGroup
-	collect := func(r io.Reader, into *[]string) {
-		defer readers.Done()
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			p.mu.Lock()
-			*into = append(*into, sc.Text())
-			p.mu.Unlock()
-			select {
-			case p.kick <- struct{}{}:
-			default:
-			}
-		}
-	}
-	readers.Add(2)
-	go collect(stdout, &p.out)
-	go collect(stderr, &p.errs)
-	go func() {
-		readers.Wait() // Wait closes the pipes: the reading must be over
-		_ = p.cmd.Wait()
-		p.mu.Lock()
-		p.status = p.cmd.ProcessState.ExitCode()
-		p.mu.Unlock()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("%s (chat %s)\nstdout:\n%s\nstderr:\n%s", name, strings.Join(args, " "),
-				strings.Join(p.stdout(), "\n"), strings.Join(p.stderr(), "\n"))
-		}
-	})
-	return p
-}
-
-func (p *proc) stdout() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.out...)
-}
-
-func (p *proc) stderr() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.errs...)
-}
-
-// waitFor waits until cond holds for the process's output, or fails the test after within.
-func (p *proc) waitFor(t *testing.T, within time.Duration, what string, cond func(stdout, stderr []string) bool) {
-	t.Helper()
-	limit := time.After(within)
-	for {
-		if cond(p.stdout(), p.stderr()) {
-			return
-		}
-		select {
-		case <-p.kick:
-		case <-p.exited:
-			if !cond(p.stdout(), p.stderr()) {
-				t.Fatalf("%s exited (status %d) before %s", p.name, p.exitStatus(), what)
-			}
-			return
-		case <-limit:
-			t.Fatalf("%s: not %s within %v", p.name, what, within)
-		}
-	}
-}
-
-func (p *proc) exitStatus() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.status
-}
-
-// wait waits for the process to exit and returns its status.
-func (p *proc) wait(t *testing.T, within time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.exited:
-		return p.exitStatus()
-	case <-time.After(within):
-		t.Fatalf("%s still runs %v later", p.name, within)
-		return -1
-	}
+	return &proc{testkit.Start(t, bin, args...), name}
 }
 
 func (p *proc) say(t *testing.T, line string) {
 	t.Helper()
-	if _, err := io.WriteString(p.stdin, line+"\n"); err != nil {
+	if _, err := io.WriteString(p.Stdin(), line+"\n"); err != nil {
 		t.Fatalf("%s: writing its input: %v", p.name, err)
 	}
 }
@@ -185,7 +61,7 @@ func startServe(t *testing.T, bin string) (*proc, string) {
 	t.Helper()
 	h := start(t, bin, "hub", "-serve", "-listen", "127.0.0.1:0")
 	var addr string
-	h.waitFor(t, 10*time.Second, "listening", func(out, _ []string) bool {
+	h.Until(t, "listening", func(out, _ []string) bool {
 		if len(out) == 0 {
 			return false
 		}
@@ -281,23 +157,23 @@ func testScriptsThroughCuts(t *testing.T, bin string) {
 		}
 		if r > 1 { // one round in flight at a time, so the cuts fall while they talk
 			for _, p := range procs {
-				p.waitFor(t, 30*time.Second, fmt.Sprintf("showing round %d", r-1), hasRound(p, r-1))
+				p.Until(t, fmt.Sprintf("showing round %d", r-1), hasRound(p, r-1))
 			}
 		}
 	}
 	for _, p := range procs {
-		p.waitFor(t, 30*time.Second, "showing the last round", hasRound(p, rounds))
+		p.Until(t, "showing the last round", hasRound(p, rounds))
 	}
 	for _, p := range procs {
-		_ = p.stdin.Close()
+		_ = p.Stdin().Close()
 	}
 	line := regexp.MustCompile(`^\[ops\] (alice|bob|carol): line (\d\d) from (alice|bob|carol)$`)
 	for _, p := range procs {
-		if st := p.wait(t, 30*time.Second); st != 0 {
+		if st := p.Wait(t); st != 0 {
 			t.Errorf("%s exited %d, want 0", p.name, st)
 		}
 		last := map[string]int{}
-		for _, l := range p.stdout() {
+		for _, l := range p.Stdout() {
 			m := line.FindStringSubmatch(l)
 			if m == nil || m[1] != m[3] || m[1] == p.name {
 				t.Errorf("%s printed %q: want [ops] NAME: TEXT, from another participant", p.name, l)
@@ -309,7 +185,7 @@ func testScriptsThroughCuts(t *testing.T, bin string) {
 			}
 			last[m[1]] = r
 		}
-		if n := len(p.stdout()); n != 2*rounds {
+		if n := len(p.Stdout()); n != 2*rounds {
 			t.Errorf("%s printed %d lines, want %d", p.name, n, 2*rounds)
 		}
 	}
@@ -321,15 +197,15 @@ func testScriptsThroughCuts(t *testing.T, bin string) {
 	}
 	reconnected := false
 	for _, p := range procs {
-		for _, l := range p.stderr() {
+		for _, l := range p.Stderr() {
 			reconnected = reconnected || strings.Contains(l, "reconnected")
 		}
 	}
 	if !reconnected {
 		t.Error("no participant said it reconnected")
 	}
-	hub.cmd.Process.Signal(syscall.SIGTERM)
-	if st := hub.wait(t, 15*time.Second); st != 0 {
+	hub.Signal(t, syscall.SIGTERM)
+	if st := hub.Wait(t); st != 0 {
 		t.Errorf("hub exited %d after SIGTERM, want 0", st)
 	}
 }
@@ -339,7 +215,7 @@ func testEmbeddedHub(t *testing.T, bin string) {
 	alice := start(t, bin, "alice", "-name", "alice", "-room", "tea", "-wait-members", "1")
 	var addr string
 	join := regexp.MustCompile(`join with: go run \./examples/chat -hub (127\.0\.0\.1:\d+) -name NAME -room tea$`)
-	alice.waitFor(t, 10*time.Second, "printing how to join", func(_, errs []string) bool {
+	alice.Until(t, "printing how to join", func(_, errs []string) bool {
 		for _, l := range errs {
 			if m := join.FindStringSubmatch(l); m != nil {
 				addr = m[1]
@@ -348,24 +224,24 @@ func testEmbeddedHub(t *testing.T, bin string) {
 		}
 		return false
 	})
-	if len(alice.stdout()) != 0 {
-		t.Errorf("alice printed %q on stdout before anyone spoke", alice.stdout())
+	if len(alice.Stdout()) != 0 {
+		t.Errorf("alice printed %q on stdout before anyone spoke", alice.Stdout())
 	}
 	bob := start(t, bin, "bob", "-hub", addr, "-name", "bob", "-room", "tea", "-wait-members", "1")
 	alice.say(t, "milk?")
 	bob.say(t, "no, lemon")
-	alice.waitFor(t, 20*time.Second, "showing bob's line", func(out, _ []string) bool { return slices.Contains(out, "[tea] bob: no, lemon") })
-	bob.waitFor(t, 20*time.Second, "showing alice's line", func(out, _ []string) bool { return slices.Contains(out, "[tea] alice: milk?") })
-	_ = bob.stdin.Close()
-	if st := bob.wait(t, 20*time.Second); st != 0 {
+	alice.Until(t, "showing bob's line", func(out, _ []string) bool { return slices.Contains(out, "[tea] bob: no, lemon") })
+	bob.Until(t, "showing alice's line", func(out, _ []string) bool { return slices.Contains(out, "[tea] alice: milk?") })
+	_ = bob.Stdin().Close()
+	if st := bob.Wait(t); st != 0 {
 		t.Errorf("bob exited %d, want 0", st)
 	}
-	alice.waitFor(t, 10*time.Second, "hearing bob leave", func(_, errs []string) bool { return slices.Contains(errs, "chat: bob left") })
-	_ = alice.stdin.Close()
-	if st := alice.wait(t, 20*time.Second); st != 0 {
+	alice.Until(t, "hearing bob leave", func(_, errs []string) bool { return slices.Contains(errs, "chat: bob left") })
+	_ = alice.Stdin().Close()
+	if st := alice.Wait(t); st != 0 {
 		t.Errorf("alice exited %d, want 0", st)
 	}
-	if got := alice.stdout(); len(got) != 1 {
+	if got := alice.Stdout(); len(got) != 1 {
 		t.Errorf("alice printed %q, want bob's line alone", got)
 	}
 }
@@ -387,29 +263,29 @@ func testFailedLine(t *testing.T, bin string) {
 	}
 	p := start(t, bin, "alice", "-hub", addr, "-name", "alice", "-room", "den")
 	p.say(t, "hello?")
-	_ = p.stdin.Close()
-	if st := p.wait(t, 30*time.Second); st != 1 {
+	_ = p.Stdin().Close()
+	if st := p.Wait(t); st != 1 {
 		t.Errorf("exited %d, want 1", st)
 	}
-	errs := strings.Join(p.stderr(), "\n")
+	errs := strings.Join(p.Stderr(), "\n")
 	if !strings.Contains(errs, `line 1 "hello?" failed: failed at grump (not reading that)`) {
 		t.Errorf("stderr does not say which line failed where and why:\n%s", errs)
 	}
-	if len(p.stdout()) != 0 {
-		t.Errorf("stdout %q, want nothing", p.stdout())
+	if len(p.Stdout()) != 0 {
+		t.Errorf("stdout %q, want nothing", p.Stdout())
 	}
-	hub.cmd.Process.Signal(os.Interrupt)
-	if st := hub.wait(t, 15*time.Second); st != 0 {
+	hub.Signal(t, os.Interrupt)
+	if st := hub.Wait(t); st != 0 {
 		t.Errorf("hub exited %d after SIGINT, want 0", st)
 	}
 }
 
 func testWaitMembersTimeout(t *testing.T, bin string) {
 	p := start(t, bin, "alone", "-name", "alone", "-wait-members", "1", "-wait-timeout", "300ms")
-	if st := p.wait(t, 20*time.Second); st != 1 {
+	if st := p.Wait(t); st != 1 {
 		t.Errorf("exited %d, want 1", st)
 	}
-	if errs := strings.Join(p.stderr(), "\n"); !strings.Contains(errs, "0 other member(s) present, waiting for 1") {
+	if errs := strings.Join(p.Stderr(), "\n"); !strings.Contains(errs, "0 other member(s) present, waiting for 1") {
 		t.Errorf("stderr does not say whom it waited for:\n%s", errs)
 	}
 }
@@ -458,19 +334,17 @@ func testServeSignals(t *testing.T, bin string) {
 		hub, addr := startServe(t, bin)
 		// A member present: the hub closes its session on the way out.
 		p := start(t, bin, "alice", "-hub", addr, "-name", "alice")
-		p.waitFor(t, 10*time.Second, "joining", func(_, errs []string) bool {
+		p.Until(t, "joining", func(_, errs []string) bool {
 			return len(errs) > 0 && strings.Contains(errs[0], "joined room lobby as alice")
 		})
-		if err := hub.cmd.Process.Signal(sig); err != nil {
-			t.Fatal(err)
-		}
-		if st := hub.wait(t, 15*time.Second); st != 0 {
+		hub.Signal(t, sig)
+		if st := hub.Wait(t); st != 0 {
 			t.Errorf("hub exited %d after %v, want 0", st, sig)
 		}
-		if st := p.wait(t, 15*time.Second); st != 1 {
+		if st := p.Wait(t); st != 1 {
 			t.Errorf("alice exited %d once the hub was gone, want 1", st)
 		}
-		if errs := strings.Join(p.stderr(), "\n"); !strings.Contains(errs, "the session with the hub ended") {
+		if errs := strings.Join(p.Stderr(), "\n"); !strings.Contains(errs, "the session with the hub ended") {
 			t.Errorf("alice does not say the hub went:\n%s", errs)
 		}
 	}

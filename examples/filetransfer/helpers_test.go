@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/ftsl-go/ftsl/internal/testkit"
 )
 
 // benchSize is the file the benchmarks move: 256 MiB.
@@ -32,8 +34,8 @@ func benchFile(b *testing.B) string {
 	return filepath.Join(benchFileDir, "big.bin")
 }
 
-// sharedDirs are directories made once for the whole test binary (the benchmarks' file, the
-// built program), removed by TestMain.
+// sharedDirs are directories made once for the whole test binary (the benchmarks' file),
+// removed by TestMain.
 var (
 	sharedMu   sync.Mutex
 	sharedDirs []string
@@ -51,7 +53,7 @@ func sharedDir(pattern string) (string, error) {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := testkit.Main(m)
 	for _, dir := range sharedDirs {
 		os.RemoveAll(dir)
 	}

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -12,12 +11,10 @@ import (
 	"net"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,171 +24,21 @@ import (
 	"github.com/ftsl-go/ftsl/naming"
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// program builds the command once per test binary (with the race detector if the tests have it)
-// and returns its path.
-func program(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		goBin, err := exec.LookPath("go")
-		if err != nil {
-			binErr = err
-			return
-		}
-		dir, err := sharedDir("filetransfer-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "filetransfer")
-		args := []string{"build", "-o", binPath}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		if out, err := exec.Command(goBin, append(args, ".")...).CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if errors.Is(binErr, exec.ErrNotFound) {
-		t.Skip("no go command to build the program with")
-	}
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
-
-// proc is a running filetransfer.
-type proc struct {
-	cmd    *exec.Cmd
-	exited chan struct{} // closed once it ended and its output was read
-	code   int
-
-	mu      sync.Mutex
-	stdout  []string
-	stderr  []string
-	changed chan struct{} // closed, and replaced, whenever a line arrives
-}
-
 // start runs the program with args; it is killed when the test ends, if it still runs.
-func start(t *testing.T, args ...string) *proc {
+func start(t *testing.T, args ...string) *testkit.Proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(program(t), args...), exited: make(chan struct{}), changed: make(chan struct{})}
-	dieWithTest(p.cmd)
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	read := func(r io.Reader, lines *[]string) {
-		defer wg.Done()
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			p.mu.Lock()
-			*lines = append(*lines, sc.Text())
-			close(p.changed)
-			p.changed = make(chan struct{})
-			p.mu.Unlock()
-		}
-	}
-	wg.Add(2)
-	go read(stdout, &p.stdout)
-	go read(stderr, &p.stderr)
-	go func() {
-		wg.Wait()
-		_ = p.cmd.Wait()
-		p.code = p.cmd.ProcessState.ExitCode()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	})
-	return p
-}
-
-// line waits for a line of standard output matching re, and returns its submatches.
-func (p *proc) line(t *testing.T, re *regexp.Regexp) []string {
-	t.Helper()
-	return p.lineWhere(t, re, func([]string) bool { return true })
-}
-
-// lineWhere waits for a line of standard output matching re whose submatches satisfy ok, and
-// returns them.
-func (p *proc) lineWhere(t *testing.T, re *regexp.Regexp, ok func([]string) bool) []string {
-	t.Helper()
-	ctx := testkit.Ctx(t)
-	for seen := 0; ; {
-		p.mu.Lock()
-		for ; seen < len(p.stdout); seen++ {
-			if m := re.FindStringSubmatch(p.stdout[seen]); m != nil && ok(m) {
-				p.mu.Unlock()
-				return m
-			}
-		}
-		changed := p.changed
-		p.mu.Unlock()
-		select {
-		case <-changed:
-		case <-p.exited:
-			p.mu.Lock()
-			more := seen < len(p.stdout)
-			p.mu.Unlock()
-			if !more {
-				t.Fatalf("%v exited (%d) without printing a line matching %q\nstdout:\n%s\nstderr:\n%s",
-					p.cmd.Args, p.code, re, p.out(), p.errOut())
-			}
-		case <-ctx.Done():
-			t.Fatalf("no line matching %q from %v\nstdout:\n%s\nstderr:\n%s", re, p.cmd.Args, p.out(), p.errOut())
-		}
-	}
-}
-
-// wait waits for the program to exit and returns its status.
-func (p *proc) wait(t *testing.T) int {
-	t.Helper()
-	select {
-	case <-p.exited:
-		return p.code
-	case <-testkit.Ctx(t).Done():
-		t.Fatalf("%v did not exit\nstdout:\n%s\nstderr:\n%s", p.cmd.Args, p.out(), p.errOut())
-		return -1
-	}
-}
-
-func (p *proc) out() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.stdout, "\n")
-}
-
-func (p *proc) errOut() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.stderr, "\n")
+	return testkit.Start(t, testkit.Build(t, "."), args...)
 }
 
 var listeningLine = regexp.MustCompile(`^listening on (\S+)$`)
 
 // serveDir runs a receiver on a free loopback port; it returns the process, its address and its
 // directory.
-func serveDir(t *testing.T) (*proc, string, string) {
+func serveDir(t *testing.T) (*testkit.Proc, string, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "received")
 	p := start(t, "serve", "-listen", "127.0.0.1:0", "-dir", dir)
-	return p, p.line(t, listeningLine)[1], dir
+	return p, p.Line(t, listeningLine)[1], dir
 }
 
 // randomFile writes size random bytes to dir/name and returns its path and SHA-256.
@@ -243,13 +90,13 @@ func atoi(t *testing.T, s string) int64 {
 
 // checkFile checks one file's transfer end to end: the sender's and the receiver's reports, and
 // the received bytes.
-func checkFile(t *testing.T, sender, receiver *proc, dir, name string, size int64, sum string) {
+func checkFile(t *testing.T, sender, receiver *testkit.Proc, dir, name string, size int64, sum string) {
 	t.Helper()
-	m := sender.line(t, sentLine(name))
+	m := sender.Line(t, sentLine(name))
 	if atoi(t, m[1]) != size || m[2] != sum {
 		t.Errorf("sender reported %s %s sha256=%s, want %d sha256=%s", name, m[1], m[2], size, sum)
 	}
-	m = receiver.line(t, receivedLine(name))
+	m = receiver.Line(t, receivedLine(name))
 	if atoi(t, m[1]) != size || m[2] != sum {
 		t.Errorf("receiver reported %s %s sha256=%s, want %d sha256=%s", name, m[1], m[2], size, sum)
 	}
@@ -273,13 +120,13 @@ func TestCutConnections(t *testing.T) {
 
 	stopCuts := cutEvery(proxy, 300*time.Millisecond)
 	sender := start(t, "send", "-to", proxy.Addr(), "-rate", "25MB", "-stats", "-progress", "plain", path)
-	code := sender.wait(t)
+	code := sender.Wait(t)
 	cuts := stopCuts()
 	if code != 0 {
-		t.Fatalf("sender exited %d\nstdout:\n%s\nstderr:\n%s", code, sender.out(), sender.errOut())
+		t.Fatalf("sender exited %d\nstdout:\n%s\nstderr:\n%s", code, sender.Out(), sender.Err())
 	}
 	checkFile(t, sender, receiver, dir, "big.bin", size, sum)
-	st := sender.line(t, statsRE)
+	st := sender.Line(t, statsRE)
 	if reconnects := atoi(t, st[5]); cuts < 3 || reconnects < 3 {
 		t.Errorf("%d connections cut, %d reconnections: want at least 3 of each", cuts, reconnects)
 	}
@@ -299,21 +146,19 @@ func TestResumeAfterSenderKilled(t *testing.T) {
 	path, sum := randomFile(t, t.TempDir(), "data.bin", size, 2)
 
 	first := start(t, "send", "-to", addr, "-rate", "8MB", "-progress", "plain", path)
-	first.lineWhere(t, progressLine, func(m []string) bool { return atoi(t, m[1]) >= 40 })
-	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if code := first.wait(t); code != -1 {
-		t.Fatalf("the first sender exited %d before it was killed\n%s", code, first.out())
+	first.LineFrom(t, 0, progressLine, func(m []string) bool { return atoi(t, m[1]) >= 40 })
+	first.Signal(t, syscall.SIGKILL)
+	if code := first.Wait(t); code != -1 {
+		t.Fatalf("the first sender exited %d before it was killed\n%s", code, first.Out())
 	}
 
 	second := start(t, "send", "-to", addr, "-stats", "-progress", "plain", path)
-	if code := second.wait(t); code != 0 {
-		t.Fatalf("second sender exited %d\nstdout:\n%s\nstderr:\n%s", code, second.out(), second.errOut())
+	if code := second.Wait(t); code != 0 {
+		t.Fatalf("second sender exited %d\nstdout:\n%s\nstderr:\n%s", code, second.Out(), second.Err())
 	}
 	checkFile(t, second, receiver, dir, "data.bin", size, sum)
-	off := atoi(t, second.line(t, regexp.MustCompile(`^resuming data\.bin at (\d+)$`))[1])
-	st := second.line(t, statsRE)
+	off := atoi(t, second.Line(t, regexp.MustCompile(`^resuming data\.bin at (\d+)$`))[1])
+	st := second.Line(t, statsRE)
 	resumed, sent := atoi(t, st[3]), atoi(t, st[4])
 	if resumed != off || sent != size-off {
 		t.Errorf("stats say resumed %d, sent %d; want %d and %d", resumed, sent, off, size-off)
@@ -349,9 +194,9 @@ func TestSeveralFiles(t *testing.T) {
 
 	s1 := start(t, "send", "-to", addr, "-chunk", "64KiB", "-progress", "plain", "-stats", a, b, filepath.Join(src, "tree"))
 	s2 := start(t, "send", "-to", addr, "-progress", "none", other)
-	for _, s := range []*proc{s1, s2} {
-		if code := s.wait(t); code != 0 {
-			t.Fatalf("%v exited %d\nstdout:\n%s\nstderr:\n%s", s.cmd.Args, code, s.out(), s.errOut())
+	for _, s := range []*testkit.Proc{s1, s2} {
+		if code := s.Wait(t); code != 0 {
+			t.Fatalf("%v exited %d\nstdout:\n%s\nstderr:\n%s", s, code, s.Out(), s.Err())
 		}
 	}
 	for _, f := range files {
@@ -361,7 +206,7 @@ func TestSeveralFiles(t *testing.T) {
 		}
 		checkFile(t, s, receiver, dir, f.name, f.size, f.sum)
 	}
-	if st := s1.line(t, statsRE); st[1] != "5" {
+	if st := s1.Line(t, statsRE); st[1] != "5" {
 		t.Errorf("the first sender counted %s files, want 5", st[1])
 	}
 }
@@ -380,8 +225,8 @@ func TestBadNamesRefused(t *testing.T) {
 		{partialPrefix + "x", "partial"},
 	} {
 		s := start(t, "send", "-to", addr, "-as", tc.as, path)
-		code := s.wait(t)
-		errOut := s.errOut()
+		code := s.Wait(t)
+		errOut := s.Err()
 		if code != 2 || strings.Count(errOut, "\n") != 0 || !strings.HasPrefix(errOut, "filetransfer: ") || !strings.Contains(errOut, tc.why) {
 			t.Errorf("-as %q: exit %d, stderr %q; want 2 and one line about %q", tc.as, code, errOut, tc.why)
 		}
@@ -392,7 +237,7 @@ func TestBadNamesRefused(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(filepath.Dir(dir), "escape.bin")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a file escaped: %v", err)
 	}
-	if out := receiver.out(); strings.Contains(out, "received") {
+	if out := receiver.Out(); strings.Contains(out, "received") {
 		t.Errorf("the receiver received something: %q", out)
 	}
 }
@@ -425,8 +270,8 @@ func TestSendFailures(t *testing.T) {
 		{[]string{"frobnicate"}, 2, "unknown command"},
 	} {
 		s := start(t, tc.args...)
-		code := s.wait(t)
-		errOut := s.errOut()
+		code := s.Wait(t)
+		errOut := s.Err()
 		lines := strings.Split(errOut, "\n")
 		if code != tc.code || !strings.Contains(errOut, tc.why) || (tc.code == 1 && len(lines) != 1) {
 			t.Errorf("%q: exit %d, stderr %q; want %d and a line about %q", tc.args, code, errOut, tc.code, tc.why)
@@ -440,31 +285,29 @@ func TestSendFailures(t *testing.T) {
 func TestReceiverRestarted(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "received")
 	first := start(t, "serve", "-listen", "127.0.0.1:0", "-dir", dir)
-	addr := first.line(t, listeningLine)[1]
+	addr := first.Line(t, listeningLine)[1]
 	const size = 16 << 20
 	path, sum := randomFile(t, t.TempDir(), "data.bin", size, 5)
 
 	sender := start(t, "send", "-to", addr, "-rate", "8MB", "-progress", "plain", "-resume-window", "500ms", path)
-	sender.lineWhere(t, progressLine, func(m []string) bool { return atoi(t, m[1]) >= 30 })
-	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+	sender.LineFrom(t, 0, progressLine, func(m []string) bool { return atoi(t, m[1]) >= 30 })
+	first.Signal(t, syscall.SIGKILL)
+	first.Wait(t)
+	if code := sender.Wait(t); code != 1 {
+		t.Fatalf("the sender exited %d, want 1\nstdout:\n%s\nstderr:\n%s", code, sender.Out(), sender.Err())
 	}
-	first.wait(t)
-	if code := sender.wait(t); code != 1 {
-		t.Fatalf("the sender exited %d, want 1\nstdout:\n%s\nstderr:\n%s", code, sender.out(), sender.errOut())
-	}
-	if errOut := sender.errOut(); strings.Count(errOut, "\n") != 0 || !strings.Contains(errOut, "send data.bin: the session with the receiver was lost (run again to resume)") {
+	if errOut := sender.Err(); strings.Count(errOut, "\n") != 0 || !strings.Contains(errOut, "send data.bin: the session with the receiver was lost (run again to resume)") {
 		t.Errorf("the sender said %q", errOut)
 	}
 
 	second := start(t, "serve", "-listen", addr, "-dir", dir)
-	second.line(t, listeningLine)
+	second.Line(t, listeningLine)
 	again := start(t, "send", "-to", addr, "-stats", "-progress", "none", path)
-	if code := again.wait(t); code != 0 {
-		t.Fatalf("the second sender exited %d\nstdout:\n%s\nstderr:\n%s", code, again.out(), again.errOut())
+	if code := again.Wait(t); code != 0 {
+		t.Fatalf("the second sender exited %d\nstdout:\n%s\nstderr:\n%s", code, again.Out(), again.Err())
 	}
 	checkFile(t, again, second, dir, "data.bin", size, sum)
-	st := again.line(t, statsRE)
+	st := again.Line(t, statsRE)
 	if resumed := atoi(t, st[3]); resumed < size/5 {
 		t.Errorf("resumed at %d of %d: the partial file was not used", resumed, size)
 	}
@@ -482,16 +325,16 @@ func TestThroughNaming(t *testing.T) {
 	defer ns.Close()
 	dir := filepath.Join(t.TempDir(), "received")
 	receiver := start(t, "serve", "-listen", "127.0.0.1:0", "-dir", dir, "-naming", hs.URL, "-name", "files")
-	receiver.line(t, listeningLine)
+	receiver.Line(t, listeningLine)
 	const size = 3 << 20
 	path, sum := randomFile(t, t.TempDir(), "named.bin", size, 7)
 	sender := start(t, "send", "-naming", hs.URL, "-name", "files", "-progress", "none", path)
-	if code := sender.wait(t); code != 0 {
-		t.Fatalf("sender exited %d\nstdout:\n%s\nstderr:\n%s", code, sender.out(), sender.errOut())
+	if code := sender.Wait(t); code != 0 {
+		t.Fatalf("sender exited %d\nstdout:\n%s\nstderr:\n%s", code, sender.Out(), sender.Err())
 	}
 	checkFile(t, sender, receiver, dir, "named.bin", size, sum)
 	bad := start(t, "send", "-naming", hs.URL, "-to", "127.0.0.1:1", "-name", "files", path)
-	if code := bad.wait(t); code != 2 {
+	if code := bad.Wait(t); code != 2 {
 		t.Fatalf("-to with -naming exited %d, want 2", code)
 	}
 }

@@ -1,5 +1,6 @@
 // Package testkit holds what the tests of several FTSL packages share: a context bound to the
-// test, a goroutine-leak check, and the message sizes and contents of the chaos tests.
+// test, a goroutine-leak check, the message sizes and contents of the chaos tests, and the
+// building and running of a command as a child process (Build, Start).
 package testkit
 
 import (

@@ -3,15 +3,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,116 +20,43 @@ import (
 // TestCommand builds ftsl-naming and runs it as a user would: flags, environment, data file,
 // signals, exit status.
 func TestCommand(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go command to build ftsl-naming with")
-	}
-	bin := filepath.Join(t.TempDir(), "ftsl-naming")
-	if out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testkit.Build(t, ".")
 	t.Run("ServeRestart", func(t *testing.T) { testServeRestart(t, bin) })
 	t.Run("TokenFromEnv", func(t *testing.T) { testTokenFromEnv(t, bin) })
 	t.Run("BadFlags", func(t *testing.T) { testBadFlags(t, bin) })
 }
 
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
+
 // proc is a running ftsl-naming.
 type proc struct {
-	cmd    *exec.Cmd
-	addr   string
-	stdout strings.Builder // everything after the first line
-	stderr strings.Builder
-	mu     sync.Mutex
-	exited chan struct{} // closed once the process ended and its output was read
+	*testkit.Proc
+	addr string
 }
 
 // start runs the binary on a free loopback port with args and env (added to the test's) and
 // returns once it printed its address. The process is killed when the test ends if it still runs.
 func start(t *testing.T, bin string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(bin, append([]string{"-listen", "127.0.0.1:0", "-log-format", "json"}, args...)...),
-		exited: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), env...)
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	first := make(chan string, 1)
-	var readers sync.WaitGroup
-	readers.Add(2)
-	go func() {
-		defer readers.Done()
-		r := bufio.NewReader(stdout)
-		line, err := r.ReadString('\n')
-		first <- line
-		if err == nil {
-			rest, _ := io.ReadAll(r)
-			p.mu.Lock()
-			p.stdout.Write(rest)
-			p.mu.Unlock()
-		}
-	}()
-	go func() {
-		defer readers.Done()
-		b, _ := io.ReadAll(stderr)
-		p.mu.Lock()
-		p.stderr.Write(b)
-		p.mu.Unlock()
-	}()
-	go func() {
-		readers.Wait() // Wait closes the pipes: the reading must be over
-		_ = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	var line string
-	select {
-	case line = <-first:
-	case <-testkit.Ctx(t).Done():
-		t.Fatal("no address line")
-	}
+	cmd := exec.Command(bin, append([]string{"-listen", "127.0.0.1:0", "-log-format", "json"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	p := &proc{Proc: testkit.StartCmd(t, cmd)}
+	p.Until(t, "printing its address", func(out, _ []string) bool { return len(out) > 0 })
+	line := p.Stdout()[0]
 	addr, ok := strings.CutPrefix(line, "ftsl-naming listening on ")
-	if !ok || !strings.HasSuffix(addr, "\n") || !strings.HasPrefix(addr, "127.0.0.1:") || strings.HasSuffix(addr, ":0\n") {
-		<-p.exited
-		t.Fatalf("first line %q, want \"ftsl-naming listening on 127.0.0.1:PORT\"\nstderr: %s", line, p.logs())
+	if !ok || !strings.HasPrefix(addr, "127.0.0.1:") || strings.HasSuffix(addr, ":0") {
+		p.Wait(t)
+		t.Fatalf("first line %q, want \"ftsl-naming listening on 127.0.0.1:PORT\"\nstderr: %s", line, p.Err())
 	}
-	p.addr = strings.TrimSuffix(addr, "\n")
+	p.addr = addr
 	return p
-}
-
-// logs is the process's standard error, complete once it exited.
-func (p *proc) logs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stderr.String()
 }
 
 // stop sends SIGTERM and returns the exit status.
 func (p *proc) stop(t *testing.T) int {
 	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.exited:
-	case <-testkit.Ctx(t).Done():
-		t.Fatal("no exit after SIGTERM")
-	}
-	return p.cmd.ProcessState.ExitCode()
+	p.Signal(t, syscall.SIGTERM)
+	return p.Wait(t)
 }
 
 func (p *proc) client(token string) *naming.Client {
@@ -178,13 +102,13 @@ func testServeRestart(t *testing.T, bin string) {
 	waiting := make(chan error, 1)
 	go func() { _, err := c.Watch(ctx, "chat", b2.Version); waiting <- err }()
 	if code := p.stop(t); code != 0 {
-		t.Fatalf("exit status %d after SIGTERM\n%s", code, p.logs())
+		t.Fatalf("exit status %d after SIGTERM\n%s", code, p.Err())
 	}
 	if err := <-waiting; err == nil {
 		t.Error("a watch waiting at shutdown returned no error")
 	}
-	if p.stdout.String() != "" {
-		t.Errorf("more on stdout after the address line: %q", p.stdout.String())
+	if out := p.Stdout(); len(out) != 1 {
+		t.Errorf("more on stdout after the address line: %q", out[1:])
 	}
 
 	// Restarted on the same file, it has the binding at the same version.
@@ -197,7 +121,7 @@ func testServeRestart(t *testing.T, bin string) {
 		t.Errorf("first write after restart: %+v %v", b, err)
 	}
 	if code := p.stop(t); code != 0 {
-		t.Fatalf("exit status %d after SIGTERM\n%s", code, p.logs())
+		t.Fatalf("exit status %d after SIGTERM\n%s", code, p.Err())
 	}
 }
 
@@ -213,8 +137,8 @@ func testTokenFromEnv(t *testing.T, bin string) {
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("exit status %d", code)
 	}
-	if !strings.Contains(p.logs(), "no -data file") {
-		t.Errorf("no warning about memory only:\n%s", p.logs())
+	if !strings.Contains(p.Err(), "no -data file") {
+		t.Errorf("no warning about memory only:\n%s", p.Err())
 	}
 	// The flag wins over the environment.
 	p = start(t, bin, []string{TokenEnv + "=env-token"}, "-token", "flag-token")
@@ -227,16 +151,16 @@ func testTokenFromEnv(t *testing.T, bin string) {
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("exit status %d", code)
 	}
-	if strings.Contains(p.logs(), "flag-token") || strings.Contains(p.logs(), "env-token") {
-		t.Errorf("the token is in the log:\n%s", p.logs())
+	if strings.Contains(p.Err(), "flag-token") || strings.Contains(p.Err(), "env-token") {
+		t.Errorf("the token is in the log:\n%s", p.Err())
 	}
 	// No token at all: a warning.
 	p = start(t, bin, []string{TokenEnv + "="})
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("exit status %d", code)
 	}
-	if !strings.Contains(p.logs(), "anyone who reaches the server") {
-		t.Errorf("no warning about writes open to all:\n%s", p.logs())
+	if !strings.Contains(p.Err(), "anyone who reaches the server") {
+		t.Errorf("no warning about writes open to all:\n%s", p.Err())
 	}
 }
 

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -21,8 +20,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,14 +35,7 @@ import (
 
 // TestCommand builds ftsl-hub and runs it as a user would: flags, files, signals, exit status.
 func TestCommand(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go command to build ftsl-hub with")
-	}
-	bin := filepath.Join(t.TempDir(), "ftsl-hub")
-	if out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testkit.Build(t, ".")
 	t.Run("AuthFile", func(t *testing.T) { testAuthFile(t, bin) })
 	t.Run("MutualTLS", func(t *testing.T) { testMutualTLS(t, bin) })
 	t.Run("ShutdownCutShort", func(t *testing.T) { testShutdownCutShort(t, bin) })
@@ -52,15 +44,16 @@ func TestCommand(t *testing.T) {
 	t.Run("HashPassword", func(t *testing.T) { testHashPassword(t, bin) })
 }
 
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
+
+// hubLimit bounds every wait for the hub. It stays short of a minute so that a second SIGTERM
+// that did not cut the shutdown short cannot pass for one that did (-shutdown-timeout 1m).
+const hubLimit = 10 * time.Second
+
 // hubProc is a running ftsl-hub.
 type hubProc struct {
-	cmd    *exec.Cmd
-	addr   string
-	exited chan struct{} // closed once the process ended and its output was read
-
-	mu   sync.Mutex
-	logs []string      // its stderr, line by line
-	kick chan struct{} // a line was added to logs
+	*testkit.Proc
+	addr string
 }
 
 // startHub runs the binary on a free loopback port and returns once it printed its address. The
@@ -68,120 +61,27 @@ type hubProc struct {
 func startHub(t *testing.T, bin string, args ...string) *hubProc {
 	t.Helper()
 	args = append([]string{"-listen", "127.0.0.1:0", "-log", "debug", "-log-format", "json"}, args...)
-	h := &hubProc{cmd: exec.Command(bin, args...), exited: make(chan struct{}), kick: make(chan struct{}, 1)}
-	stdout, err := h.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	h := &hubProc{Proc: testkit.Start(t, bin, args...)}
+	h.SetLimit(hubLimit)
+	h.Until(t, "printing its address", func(out, _ []string) bool { return len(out) > 0 })
+	line := h.Stdout()[0]
+	addr, ok := strings.CutPrefix(line, "ftsl-hub listening on ")
+	if !ok {
+		t.Fatalf("first line on stdout %q, want \"ftsl-hub listening on ADDR\"", line)
 	}
-	stderr, err := h.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	first := make(chan string, 1)
-	var readers sync.WaitGroup
-	readers.Add(2)
-	go func() {
-		defer readers.Done()
-		sc := bufio.NewScanner(stdout)
-		for n := 0; sc.Scan(); n++ {
-			if n == 0 {
-				first <- sc.Text()
-			}
-		}
-		close(first)
-	}()
-	go func() {
-		defer readers.Done()
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			h.mu.Lock()
-			h.logs = append(h.logs, sc.Text())
-			h.mu.Unlock()
-			select {
-			case h.kick <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	go func() {
-		readers.Wait() // Wait closes the pipes: the reading must be over
-		_ = h.cmd.Wait()
-		close(h.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-h.exited:
-		default:
-			_ = h.cmd.Process.Kill()
-			<-h.exited
-		}
-		if t.Failed() {
-			t.Logf("ftsl-hub %s stderr:\n%s", strings.Join(args, " "), h.stderr())
-		}
-	})
-	select {
-	case line := <-first:
-		addr, ok := strings.CutPrefix(line, "ftsl-hub listening on ")
-		if !ok {
-			t.Fatalf("first line on stdout %q, want \"ftsl-hub listening on ADDR\"", line)
-		}
-		h.addr = addr
-	case <-time.After(10 * time.Second):
-		t.Fatal("ftsl-hub printed no address within 10 s")
-	}
+	h.addr = addr
 	if _, err := net.ResolveTCPAddr("tcp", h.addr); err != nil || strings.HasSuffix(h.addr, ":0") {
 		t.Fatalf("ftsl-hub printed address %q: %v", h.addr, err)
 	}
 	return h
 }
 
-func (h *hubProc) stderr() string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return strings.Join(h.logs, "\n")
-}
-
-func (h *hubProc) signal(t *testing.T, sig os.Signal) {
-	t.Helper()
-	if err := h.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // waitLog waits for a line of stderr that contains s.
 func (h *hubProc) waitLog(t *testing.T, s string) {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		if strings.Contains(h.stderr(), s) {
-			return
-		}
-		select {
-		case <-h.kick:
-		case <-h.exited:
-			if !strings.Contains(h.stderr(), s) {
-				t.Fatalf("ftsl-hub exited without logging %q", s)
-			}
-			return
-		case <-deadline:
-			t.Fatalf("ftsl-hub did not log %q within 10 s", s)
-		}
-	}
-}
-
-// wait waits for the process to exit and returns its exit status.
-func (h *hubProc) wait(t *testing.T, within time.Duration) int {
-	t.Helper()
-	select {
-	case <-h.exited:
-		return h.cmd.ProcessState.ExitCode()
-	case <-time.After(within):
-		t.Fatalf("ftsl-hub still runs %v later", within)
-		return -1
-	}
+	h.Until(t, fmt.Sprintf("logging %q", s), func(_, errs []string) bool {
+		return slices.ContainsFunc(errs, func(l string) bool { return strings.Contains(l, s) })
+	})
 }
 
 // dial connects a client to the hub; the test ends by aborting it, if it still lives.
@@ -317,11 +217,11 @@ func testAuthFile(t *testing.T, bin string) {
 	}
 	h.waitLog(t, `"event":"permission denied"`)
 
-	h.signal(t, syscall.SIGTERM)
-	if code := h.wait(t, 10*time.Second); code != 0 {
+	h.Signal(t, syscall.SIGTERM)
+	if code := h.Wait(t); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM, want 0", code)
 	}
-	if !strings.Contains(h.stderr(), `"message":"hub closed"`) {
+	if !strings.Contains(h.Err(), `"message":"hub closed"`) {
 		t.Error("no \"hub closed\" in the log")
 	}
 	checkEnded(t, base, alice, bob, svc)
@@ -364,8 +264,8 @@ func testMutualTLS(t *testing.T, bin string) {
 		t.Error("a client without a certificate connected")
 	}
 
-	h.signal(t, syscall.SIGINT)
-	if code := h.wait(t, 10*time.Second); code != 0 {
+	h.Signal(t, syscall.SIGINT)
+	if code := h.Wait(t); code != 0 {
 		t.Fatalf("exit status %d after SIGINT, want 0", code)
 	}
 	checkEnded(t, base, sensor)
@@ -399,12 +299,12 @@ func testShutdownCutShort(t *testing.T, bin string) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("the subscriber got nothing")
 			}
-			h.signal(t, syscall.SIGTERM)
+			h.Signal(t, syscall.SIGTERM)
 			h.waitLog(t, "shutting down")
 			if tc.twice {
-				h.signal(t, syscall.SIGTERM)
+				h.Signal(t, syscall.SIGTERM)
 			}
-			if code := h.wait(t, 10*time.Second); code != 1 {
+			if code := h.Wait(t); code != 1 {
 				t.Fatalf("exit status %d, want 1", code)
 			}
 			h.waitLog(t, tc.log)

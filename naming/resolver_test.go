@@ -332,7 +332,8 @@ func TestResolverRateLimit(t *testing.T) {
 				n++
 			}
 		}
-		if n < 10 || n > watchBurst*10+watchBurst {
+		// (The first answer moves the name from :1 to :2, which starts the count over once.)
+		if n < 10 || n > watchBurst*10+2*watchBurst {
 			t.Errorf("%d watches in 10s of churn, want about %d per %v", n, watchBurst, watchPeriod)
 		}
 	})

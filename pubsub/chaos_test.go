@@ -63,9 +63,17 @@ func TestChaos(t *testing.T) {
 	cfg := Config{Session: oneway.Config{Core: core.Config{BackoffMin: time.Millisecond, BackoffMax: 20 * time.Millisecond,
 		AckDelay: time.Millisecond}}}
 	var clients []*Client
-	defer func() { // while the proxy still carries their ABORTs to the hub
+	defer func() {
+		// Closed, not aborted, and through the proxy once it is calm: a client aborted while it
+		// was reconnecting could not tell the hub, whose session would then wait out its resume
+		// window and hold up the hub's Close.
+		px.SetChaos(faultnet.Chaos{})
+		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+		defer ccancel()
 		for _, c := range clients {
-			c.Abort()
+			if err := c.Close(cctx); err != nil {
+				t.Errorf("closing %s: %v", c.cfg.Name, err)
+			}
 			<-c.Done()
 		}
 	}()

@@ -39,6 +39,7 @@ type Client struct {
 	nextReq  uint64
 	closing  bool
 	drained  chan struct{}                      // closed once closing and no publish waits for its outcome
+	ended    chan struct{}                      // closed by sessionEnded: every ticket of the session has ended
 	err      error                              // why the client ended
 	strings  map[string]string                  // subjects and names seen (the dispatcher's)
 	hdrPool  sync.Pool                          // *[]byte scratch for PUB headers
@@ -71,6 +72,7 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Client, error) {
 		requests: make(map[string]chan *Msg),
 		strings:  make(map[string]string),
 		drained:  make(chan struct{}),
+		ended:    make(chan struct{}),
 	}
 	connect := wire.AppendConnect(nil, wire.Connect{Version: wire.Version, Name: cfg.Name, Token: cfg.Credential.Token,
 		User: cfg.Credential.User, Password: cfg.Credential.Password, Inbox: c.inbox})
@@ -295,6 +297,7 @@ func (c *Client) sessionEnded(err error) {
 		c.err = err
 	}
 	c.mu.Unlock()
+	close(c.ended)
 	// The publishes still waiting for their outcome end once the dispatcher has taken every
 	// message the session received (failPending): the outcomes may be among them.
 	kind := events.SessionClosed
@@ -307,8 +310,11 @@ func (c *Client) sessionEnded(err error) {
 }
 
 // failPending ends the publishes whose outcome never came: the session ended (err) and every
-// message it received was taken.
+// message it received was taken. It waits for the session's own end first (sessionEnded, which
+// oneway calls after every ticket ended): a publish the hub never took then ends with the
+// session's error, not as one whose outcome went missing.
 func (c *Client) failPending(err error) {
+	<-c.ended
 	c.mu.Lock()
 	pending := c.pending
 	c.pending = map[uint64]*Ticket{}

@@ -195,6 +195,7 @@ func TestHubCloseUnderTraffic(t *testing.T) {
 	var mu sync.Mutex
 	got := map[string]map[key]int{}
 	progress := make(chan struct{}, 1)
+	var handled atomic.Int64
 	var subscribers []*Client
 	for _, name := range []string{"s1", "s2"} {
 		got[name] = map[key]int{}
@@ -206,7 +207,8 @@ func TestHubCloseUnderTraffic(t *testing.T) {
 			mu.Lock()
 			got[name][key{m.Publisher, i}]++
 			mu.Unlock()
-			select {
+			handled.Add(1)
+			select { // (after the count: a waiter woken reads it)
 			case progress <- struct{}{}:
 			default:
 			}
@@ -235,8 +237,13 @@ func TestHubCloseUnderTraffic(t *testing.T) {
 			}
 		}()
 	}
-	for range 200 {
-		<-progress
+	// Counted, not one signal per message: a signal sent while the last is unread is dropped.
+	for handled.Load() < 200 {
+		select {
+		case <-progress:
+		case <-ctx.Done():
+			t.Fatalf("%d messages handled before the hub closed", handled.Load())
+		}
 	}
 	if err := h.Close(ctx); err != nil {
 		t.Fatalf("hub Close: %v", err)

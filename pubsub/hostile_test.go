@@ -307,6 +307,7 @@ func TestSubscriptionFlood(t *testing.T) {
 	n := floodRequests()
 	var accepted, refused, other atomic.Int64
 	var otherErr atomic.Value
+	var ends sync.WaitGroup // the OnEnd calls: they run after their ticket's end is visible
 	var last *oneway.Ticket
 	maxSeen := 0
 	var b []byte
@@ -316,7 +317,9 @@ func TestSubscriptionFlood(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		ends.Add(1)
 		tk.OnEnd(func(tk *oneway.Ticket) {
+			defer ends.Done()
 			switch err := ticketError(tk.Err()); {
 			case err == nil:
 				accepted.Add(1)
@@ -339,7 +342,13 @@ func TestSubscriptionFlood(t *testing.T) {
 	if got := h.index.Len() - base; got != limit || maxSeen > limit {
 		t.Errorf("the flooder holds %d subscriptions (at most %d seen), want %d", got, maxSeen, limit)
 	}
-	// Tickets end in order: the last one's end means every OnEnd before it ran.
+	all := make(chan struct{})
+	go func() { ends.Wait(); close(all) }()
+	select {
+	case <-all:
+	case <-ctx.Done():
+		t.Fatal("not every ticket's OnEnd ran")
+	}
 	if a, r, o := accepted.Load(), refused.Load(), other.Load(); a != limit || r != int64(n-limit) || o != 0 {
 		t.Errorf("%d SUBs: %d accepted, %d refused with ErrLimit, %d otherwise (%v)", n, a, r, o, otherErr.Load())
 	}

@@ -507,35 +507,8 @@ func testMigrate(t *testing.T, clients, n int) {
 	ccfg.BackoffMin, ccfg.BackoffMax = time.Millisecond, 20*time.Millisecond
 	m := newMovable(t, clients, ccfg, cfg)
 	ctx := testCtx(t)
-	var servers, cls []*endpoint
-	var wg, half sync.WaitGroup
-	gate := make(chan struct{})
-	halfway := func() { half.Done(); <-gate }
-	half.Add(2 * clients)
-	errs := make(chan error, 4*clients)
-	for k := range clients {
-		seed := uint64(1000 + 2*k)
-		ce := newEndpoint(fmt.Sprintf("client %d", k), m.clients[k], n, seed)
-		se := newEndpoint(fmt.Sprintf("server %d", k), m.servers[k], n, seed+1)
-		cls, servers = append(cls, ce), append(servers, se)
-		wg.Add(4)
-		for _, f := range []func() error{
-			func() error { return ce.send(ctx, halfway) },
-			func() error { return se.send(ctx, halfway) },
-			func() error { return se.receive(ctx, ce.seed) },
-			func() error { return ce.receive(ctx, se.seed) },
-		} {
-			go func() {
-				defer wg.Done()
-				if err := f(); err != nil {
-					errs <- err
-				}
-			}()
-		}
-	}
 	// Mid-traffic: every sender has sent half its messages and goes on as the pause begins.
-	half.Wait()
-	close(gate)
+	tr := startMigrationTraffic(ctx, m, n, 1000)
 	st := m.pauseExport()
 	c := countState(st)
 	t.Logf("export: %+v", c)
@@ -551,13 +524,7 @@ func testMigrate(t *testing.T, clients, n int) {
 	if typ, code := rawResumeAnswer(t, m.ln.Addr().String(), st.Sessions[0].ID, st.Sessions[0].Token, ackBlock{}); code != RejectMoving {
 		t.Fatalf("resume before the import serves: %v %d", typ, code)
 	}
-	for k, se := range servers {
-		s := byID[m.clients[k].ID()]
-		if s == nil {
-			t.Fatalf("session of client %d not imported", k)
-		}
-		se.adopt(s)
-	}
+	tr.adopt(t, byID)
 	if err := m.ln.Continue(); err != nil {
 		t.Fatal(err)
 	}
@@ -568,28 +535,94 @@ func testMigrate(t *testing.T, clients, n int) {
 	} else if code, _, _ := parseCodeReason(typ, body); RejectCode(code) != RejectUnknownSession {
 		t.Fatalf("forged resume refused with code %d", code)
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if !tr.finish(ctx, t) {
+		return
+	}
+	if n := m.ln.Sessions(); n != clients {
+		t.Errorf("the new listener holds %d sessions", n)
+	}
+}
+
+// migrationTraffic is both ends of every session of a movable sending, settling and checking
+// messages each way while the server moves.
+type migrationTraffic struct {
+	m                *movable
+	clients, servers []*endpoint
+	wg               sync.WaitGroup
+	errs             chan error
+}
+
+// startMigrationTraffic starts n messages each way on every session of m, with seeds from seed,
+// and returns once every sender has sent half of them; the senders go on from there.
+func startMigrationTraffic(ctx context.Context, m *movable, n int, seed uint64) *migrationTraffic {
+	tr := &migrationTraffic{m: m, errs: make(chan error, 4*len(m.clients))}
+	var half sync.WaitGroup
+	gate := make(chan struct{})
+	halfway := func() { half.Done(); <-gate }
+	half.Add(2 * len(m.clients))
+	for k := range m.clients {
+		s := seed + uint64(2*k)
+		ce := newEndpoint(fmt.Sprintf("client %d", k), m.clients[k], n, s)
+		se := newEndpoint(fmt.Sprintf("server %d", k), m.servers[k], n, s+1)
+		tr.clients, tr.servers = append(tr.clients, ce), append(tr.servers, se)
+		tr.wg.Add(4)
+		for _, f := range []func() error{
+			func() error { return ce.send(ctx, halfway) },
+			func() error { return se.send(ctx, halfway) },
+			func() error { return se.receive(ctx, ce.seed) },
+			func() error { return ce.receive(ctx, se.seed) },
+		} {
+			go func() {
+				defer tr.wg.Done()
+				if err := f(); err != nil {
+					tr.errs <- err
+				}
+			}()
+		}
+	}
+	half.Wait()
+	close(gate)
+	return tr
+}
+
+// adopt hands the server ends the imported sessions, by ID.
+func (tr *migrationTraffic) adopt(t *testing.T, byID map[uint64]*Session) {
+	t.Helper()
+	for k, se := range tr.servers {
+		s := byID[tr.m.clients[k].ID()]
+		if s == nil {
+			t.Fatalf("session of client %d not imported", k)
+		}
+		se.adopt(s)
+	}
+}
+
+// finish waits for the traffic to end and checks that every message arrived once, in order,
+// with every failure and processed mark reaching its sender, and that every client resumed. It
+// reports whether all went well.
+func (tr *migrationTraffic) finish(ctx context.Context, t *testing.T) bool {
+	t.Helper()
+	tr.wg.Wait()
+	close(tr.errs)
+	for err := range tr.errs {
 		t.Error(err)
 	}
 	if t.Failed() {
-		return
+		return false
 	}
-	for k := range clients {
-		for _, e := range []*endpoint{cls[k], servers[k]} {
+	m := tr.m
+	for k := range tr.clients {
+		for _, e := range []*endpoint{tr.clients[k], tr.servers[k]} {
 			if err := e.verifySent(ctx); err != nil {
 				t.Errorf("%v\nclient: %v %v %s\nclient log: %s", err, m.clients[k].State(), m.clients[k].Err(), m.clients[k].debugState(), m.moving[k])
 			}
 		}
 		// A client whose traffic was all through before the pause may still be resuming.
-		if err := awaitResumed(ctx, cls[k].rec); err != nil {
+		if err := awaitResumed(ctx, tr.clients[k].rec); err != nil {
 			t.Errorf("client %d: %v", k, err)
 		}
 	}
-	if n := m.ln.Sessions(); n != clients {
-		t.Errorf("the new listener holds %d sessions", n)
-	}
+	return !t.Failed()
 }
 
 // awaitResumed waits until r heard its session connect again after it was disconnected.

@@ -5,13 +5,11 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"math"
 	mrand "math/rand/v2"
 	"reflect"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -405,34 +403,7 @@ func TestStateCodecMigrate(t *testing.T) {
 	ccfg.BackoffMin, ccfg.BackoffMax = time.Millisecond, 20*time.Millisecond
 	m := newMovable(t, clients, ccfg, cfg)
 	ctx := testCtx(t)
-	var servers, cls []*endpoint
-	var wg, half sync.WaitGroup
-	gate := make(chan struct{})
-	halfway := func() { half.Done(); <-gate }
-	half.Add(2 * clients)
-	errs := make(chan error, 4*clients)
-	for k := range clients {
-		seed := uint64(5000 + 2*k)
-		ce := newEndpoint(fmt.Sprintf("client %d", k), m.clients[k], n, seed)
-		se := newEndpoint(fmt.Sprintf("server %d", k), m.servers[k], n, seed+1)
-		cls, servers = append(cls, ce), append(servers, se)
-		wg.Add(4)
-		for _, f := range []func() error{
-			func() error { return ce.send(ctx, halfway) },
-			func() error { return se.send(ctx, halfway) },
-			func() error { return se.receive(ctx, ce.seed) },
-			func() error { return ce.receive(ctx, se.seed) },
-		} {
-			go func() {
-				defer wg.Done()
-				if err := f(); err != nil {
-					errs <- err
-				}
-			}()
-		}
-	}
-	half.Wait()
-	close(gate)
+	tr := startMigrationTraffic(ctx, m, n, 5000)
 	exported := m.pauseExport()
 	if c := countState(exported); c.frames == 0 || c.held+c.waiting == 0 {
 		t.Fatalf("the export caught no traffic in flight (%+v): the test proves nothing", c)
@@ -449,35 +420,11 @@ func TestStateCodecMigrate(t *testing.T) {
 		t.Fatal("the decoded state differs from the exported one")
 	}
 	t.Logf("%d sessions: %d bytes encoded", len(st.Sessions), len(b))
-	byID := m.importAt(st, cfg)
-	for k, se := range servers {
-		s := byID[m.clients[k].ID()]
-		if s == nil {
-			t.Fatalf("session of client %d not imported", k)
-		}
-		se.adopt(s)
-	}
+	tr.adopt(t, m.importAt(st, cfg))
 	if err := m.ln.Continue(); err != nil {
 		t.Fatal(err)
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if t.Failed() {
-		return
-	}
-	for k := range clients {
-		for _, e := range []*endpoint{cls[k], servers[k]} {
-			if err := e.verifySent(ctx); err != nil {
-				t.Errorf("%v", err)
-			}
-		}
-		if err := awaitResumed(ctx, cls[k].rec); err != nil {
-			t.Errorf("client %d: %v", k, err)
-		}
-	}
+	tr.finish(ctx, t)
 }
 
 // benchState is a state of n sessions of a few KB each: frames unacknowledged, messages

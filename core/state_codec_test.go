@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	mrand "math/rand/v2"
 	"reflect"
@@ -12,84 +13,31 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftsl-go/ftsl/internal/testkit"
 )
 
 // Tests of ListenerState's binary encoding (state_codec.go).
 
-// stateFiller fills any value with random contents by reflection, so that a field added to the
-// state later gets a value too, and a codec that forgets it fails the round trip. It refuses
-// kinds it does not know, so the test is taught about them instead of skipping them.
-type stateFiller struct {
-	tb testing.TB
-	r  *mrand.Rand
-}
-
-func (f stateFiller) fill(v reflect.Value) {
-	switch v.Type() {
-	case reflect.TypeFor[time.Duration]():
-		v.SetInt(f.r.Int64N(math.MaxInt64 >> f.r.IntN(63)))
-		return
-	case reflect.TypeFor[AckLevel]():
-		v.SetUint(uint64(f.r.IntN(int(AckProcessed) + 1)))
-		return
-	}
-	switch v.Kind() {
-	case reflect.Bool:
-		v.SetBool(f.r.IntN(2) == 0)
-	case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		x := f.r.Uint64() >> f.r.IntN(64) // every magnitude, so varints of every length
-		v.SetUint(x & (1<<(8*v.Type().Size()) - 1))
-	case reflect.Int:
-		v.SetInt(f.r.Int64N(math.MaxInt32 >> f.r.IntN(31))) // fits in a 32-bit int
-	case reflect.String:
-		b := make([]byte, f.r.IntN(30))
-		for i := range b {
-			b[i] = byte(f.r.Uint32())
-		}
-		v.SetString(string(b))
-	case reflect.Slice:
-		n := f.r.IntN(4)
-		if v.Type().Elem().Kind() == reflect.Uint8 {
-			n *= f.r.IntN(200)
-		}
-		if n == 0 {
-			v.SetZero() // the codec gives empty slices back nil
-			return
-		}
-		v.Set(reflect.MakeSlice(v.Type(), n, n))
-		for i := range n {
-			f.fill(v.Index(i))
-		}
-	case reflect.Array:
-		for i := range v.Len() {
-			f.fill(v.Index(i))
-		}
-	case reflect.Pointer:
-		if f.r.IntN(2) == 0 {
-			v.SetZero()
-			return
-		}
-		p := reflect.New(v.Type().Elem())
-		f.fill(p.Elem())
-		v.Set(p)
-	case reflect.Struct:
-		for i := range v.NumField() {
-			if !v.Field(i).CanSet() {
-				f.tb.Fatalf("filler: %v.%s is unexported: teach the filler", v.Type(), v.Type().Field(i).Name)
-			}
-			f.fill(v.Field(i))
-		}
-	default:
-		f.tb.Fatalf("filler: %v of kind %v: teach the filler", v.Type(), v.Kind())
-	}
-}
-
+// randomState is a state of sessions filled by reflection (testkit.Filler), so that a field
+// added later gets a value too, and a codec that forgets it fails the round trip.
 func randomState(tb testing.TB, r *mrand.Rand, sessions int) ListenerState {
+	f := testkit.Filler{TB: tb, R: r, Custom: func(f *testkit.Filler, v reflect.Value) bool {
+		switch v.Type() {
+		case reflect.TypeFor[time.Duration]():
+			v.SetInt(f.R.Int64N(math.MaxInt64 >> f.R.IntN(63)))
+		case reflect.TypeFor[AckLevel]():
+			v.SetUint(uint64(f.R.IntN(int(AckProcessed) + 1)))
+		default:
+			return false
+		}
+		return true
+	}}
 	var st ListenerState
 	if sessions > 0 {
 		st.Sessions = make([]SessionState, sessions)
 		for i := range st.Sessions {
-			stateFiller{tb, r}.fill(reflect.ValueOf(&st.Sessions[i]).Elem())
+			f.Fill(reflect.ValueOf(&st.Sessions[i]).Elem(), fmt.Sprintf("Sessions[%d]", i))
 		}
 	}
 	return st

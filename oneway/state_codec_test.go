@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	mrand "math/rand/v2"
 	"reflect"
@@ -13,59 +14,26 @@ import (
 	"time"
 
 	"github.com/ftsl-go/ftsl/core"
+	"github.com/ftsl-go/ftsl/internal/testkit"
 )
 
 // Tests of the binary encoding of this layer's part of ListenerState (state_codec.go).
 
-// stateFiller fills a value with random contents by reflection, so that a field added to the
-// state later gets a value too and a codec that forgets it fails the round trip; it refuses
-// kinds it does not know.
-type stateFiller struct {
-	tb testing.TB
-	r  *mrand.Rand
-}
-
-func (f stateFiller) fill(v reflect.Value) {
-	if v.Type() == reflect.TypeFor[AckLevel]() {
-		v.SetUint(uint64(f.r.IntN(int(AckProcessed) + 1)))
-		return
-	}
-	switch v.Kind() {
-	case reflect.Bool:
-		v.SetBool(f.r.IntN(2) == 0)
-	case reflect.Uint64:
-		v.SetUint(f.r.Uint64() >> f.r.IntN(64)) // every magnitude: varints of every length
-	case reflect.Int:
-		v.SetInt(f.r.Int64N(math.MaxInt32 >> f.r.IntN(31))) // fits in a 32-bit int
-	case reflect.Slice:
-		n := f.r.IntN(5)
-		if n == 0 {
-			v.SetZero() // empty lists come back nil
-			return
-		}
-		v.Set(reflect.MakeSlice(v.Type(), n, n))
-		for i := range n {
-			f.fill(v.Index(i))
-		}
-	case reflect.Struct:
-		for i := range v.NumField() {
-			if !v.Field(i).CanSet() {
-				f.tb.Fatalf("filler: %v.%s is unexported: teach the filler", v.Type(), v.Type().Field(i).Name)
-			}
-			f.fill(v.Field(i))
-		}
-	default:
-		f.tb.Fatalf("filler: %v of kind %v: teach the filler", v.Type(), v.Kind())
-	}
-}
-
-// randomState fills the oneway part; Core stays empty (it is not this layer's to encode).
+// randomState fills the oneway part by reflection (testkit.Filler); Core stays empty (it is not
+// this layer's to encode).
 func randomState(tb testing.TB, r *mrand.Rand, sessions int) ListenerState {
+	f := testkit.Filler{TB: tb, R: r, Custom: func(f *testkit.Filler, v reflect.Value) bool {
+		if v.Type() != reflect.TypeFor[AckLevel]() {
+			return false
+		}
+		v.SetUint(uint64(f.R.IntN(int(AckProcessed) + 1)))
+		return true
+	}}
 	var st ListenerState
 	if sessions > 0 {
 		st.Sessions = make([]SessionState, sessions)
 		for i := range st.Sessions {
-			stateFiller{tb, r}.fill(reflect.ValueOf(&st.Sessions[i]).Elem())
+			f.Fill(reflect.ValueOf(&st.Sessions[i]).Elem(), fmt.Sprintf("Sessions[%d]", i))
 		}
 	}
 	return st

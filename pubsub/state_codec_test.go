@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"net"
 	"reflect"
@@ -22,112 +21,30 @@ import (
 	"github.com/ftsl-go/ftsl/oneway"
 )
 
-// stateFiller fills a HubState by reflection, every field of every struct, so that a field added
-// later and not encoded fails the round trip. A field of a kind it does not know fails the test
-// at once: teach it (and the codec) about the new kind.
-type stateFiller struct {
-	t   testing.TB
-	rng *rand.Rand
-	// full sets every pointer, every bool and every list, and no zero integer: a field the codec
-	// drops cannot come back equal by luck. Otherwise nil, false, empty and zero come too.
-	full bool
-}
-
-var (
-	listenerStateType = reflect.TypeFor[oneway.ListenerState]()
-	ackLevelType      = reflect.TypeFor[oneway.AckLevel]()
-)
-
+// randomHubState fills a HubState by reflection (testkit.Filler), every field of every struct,
+// so that a field added later and not encoded fails the round trip. With full, every pointer,
+// bool and list is set and no integer is zero: a field the codec drops cannot come back equal by
+// luck.
 func randomHubState(t testing.TB, seed uint64, full bool) HubState {
-	f := stateFiller{t: t, rng: rand.New(rand.NewPCG(seed, 0x5eed)), full: full}
+	f := testkit.Filler{TB: t, R: rand.New(rand.NewPCG(seed, 0x5eed)), Full: full,
+		Custom: func(f *testkit.Filler, v reflect.Value) bool {
+			switch v.Type() {
+			case reflect.TypeFor[oneway.ListenerState]():
+				// the oneway and core layers encode it
+			case reflect.TypeFor[oneway.AckLevel]():
+				l := f.R.IntN(3)
+				if f.Full {
+					l = 1 + f.R.IntN(2)
+				}
+				v.SetUint(uint64(l))
+			default:
+				return false
+			}
+			return true
+		}}
 	var st HubState
-	f.fill(reflect.ValueOf(&st).Elem(), "HubState")
+	f.Fill(reflect.ValueOf(&st).Elem(), "HubState")
 	return st
-}
-
-func (f *stateFiller) fill(v reflect.Value, path string) {
-	switch v.Type() {
-	case listenerStateType:
-		return // the oneway and core layers encode it
-	case ackLevelType:
-		l := f.rng.IntN(3)
-		if f.full {
-			l = 1 + f.rng.IntN(2)
-		}
-		v.SetUint(uint64(l))
-		return
-	}
-	switch v.Kind() {
-	case reflect.Struct:
-		for i := range v.NumField() {
-			f.fill(v.Field(i), path+"."+v.Type().Field(i).Name)
-		}
-	case reflect.Pointer:
-		if !f.full && f.rng.IntN(4) == 0 {
-			v.SetZero()
-			return
-		}
-		v.Set(reflect.New(v.Type().Elem()))
-		f.fill(v.Elem(), path)
-	case reflect.Slice:
-		n := f.rng.IntN(4)
-		if f.full {
-			n++
-		}
-		if n == 0 {
-			v.SetZero() // an empty list decodes as nil
-			return
-		}
-		if v.Type().Elem().Kind() == reflect.Uint8 {
-			v.SetBytes(f.bytes())
-			return
-		}
-		s := reflect.MakeSlice(v.Type(), n, n)
-		for i := range n {
-			f.fill(s.Index(i), fmt.Sprintf("%s[%d]", path, i))
-		}
-		v.Set(s)
-	case reflect.String:
-		v.SetString(string(f.bytes()))
-	case reflect.Uint64:
-		v.SetUint(f.uint())
-	case reflect.Bool:
-		v.SetBool(f.full || f.rng.IntN(2) == 0)
-	default:
-		f.t.Fatalf("%s is a %v: the test fills no such field (and the codec may not encode it)", path, v.Kind())
-	}
-}
-
-// bytes are any bytes (UTF-8 or not), sometimes over 127 so that lengths take two bytes; never
-// empty when full. An empty result is nil, as the decoder gives it back.
-func (f *stateFiller) bytes() []byte {
-	n := f.rng.IntN(12)
-	if f.rng.IntN(4) == 0 {
-		n = 128 + f.rng.IntN(200)
-	}
-	if f.full {
-		n++
-	}
-	if n == 0 {
-		return nil
-	}
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(f.rng.Uint32())
-	}
-	return b
-}
-
-// uint spans every uvarint length, the largest value included.
-func (f *stateFiller) uint() uint64 {
-	if f.rng.IntN(16) == 0 {
-		return math.MaxUint64
-	}
-	v := f.rng.Uint64() >> f.rng.IntN(64)
-	if v == 0 && (f.full || f.rng.IntN(2) == 0) {
-		v = 1
-	}
-	return v
 }
 
 // someListener is a Listener the hub layer must neither encode nor touch.

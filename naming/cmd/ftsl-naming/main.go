@@ -34,6 +34,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ftsl-go/ftsl/internal/cmdlog"
+
 	"github.com/rs/zerolog"
 
 	"github.com/ftsl-go/ftsl/naming"
@@ -134,7 +136,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 		fmt.Fprintln(stderr, "ftsl-naming:", err)
 		return exitUsage
 	}
-	lg, err := newLogger(stderr, o.logLevel, o.logFormat)
+	lg, err := cmdlog.New(stderr, o.logLevel, o.logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "ftsl-naming:", err)
 		return exitUsage
@@ -211,23 +213,4 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 		lg.Info().Msg("naming server stopped")
 	}
 	return status
-}
-
-func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
-	lvl, err := zerolog.ParseLevel(level)
-	if err != nil || level == "" {
-		return zerolog.Nop(), fmt.Errorf("-log %q: want trace, debug, info, warn, error or disabled", level)
-	}
-	if format == "auto" {
-		format = "json"
-		if f, ok := w.(*os.File); ok {
-			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-				format = "console"
-			}
-		}
-	}
-	if format == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
-	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
 }

@@ -65,6 +65,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ftsl-go/ftsl/internal/cmdlog"
+
 	"github.com/rs/zerolog"
 
 	"github.com/ftsl-go/ftsl/core"
@@ -193,7 +195,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 	if o.hashPassword {
 		return hashPassword(stdin, stdout, stderr, o.hashIterations)
 	}
-	log, err := newLogger(stderr, o.logLevel, o.logFormat)
+	log, err := cmdlog.New(stderr, o.logLevel, o.logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "ftsl-hub:", err)
 		return exitUsage
@@ -318,25 +320,6 @@ func tlsConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
 	cfg.ClientCAs = pool
 	cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	return cfg, nil
-}
-
-func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
-	lvl, err := zerolog.ParseLevel(level)
-	if err != nil || level == "" {
-		return zerolog.Nop(), fmt.Errorf("-log %q: want trace, debug, info, warn, error or disabled", level)
-	}
-	if format == "auto" {
-		format = "json"
-		if f, ok := w.(*os.File); ok {
-			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-				format = "console"
-			}
-		}
-	}
-	if format == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
-	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
 }
 
 // logEvents logs the hub's events worth an operator's attention. Refusals and slow consumers

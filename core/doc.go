@@ -20,6 +20,8 @@
 // Every buffer is bounded (Config), and the peer may send only what the receiver granted it, so a
 // slow reader holds back data, never acknowledgements or heartbeats. A Listener defends itself
 // against strangers: deadlines on handshakes, places per address, busy answers, memory budgets.
+// A Listener can also move with its sessions: Pause, Export, and NewListenerFrom in the process
+// that takes over, where the clients resume (package snapshot writes the state to a file).
 //
 // The layers above, oneway (tickets, redelivery) and pubsub, are built on this package; most
 // applications use them rather than core directly.

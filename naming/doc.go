@@ -1,7 +1,6 @@
 // Package naming is the naming service through which FTSL clients find a server that moves
-// (the paper's section III-C; DESIGN guarantee 8): a server binds its name to its address, a
-// client dials the name, and when the server migrates it rebinds the name and its clients
-// resume at the new address.
+// (the paper's section III-C): a server binds its name to its address, a client dials the name,
+// and when the server migrates it rebinds the name and its clients resume at the new address.
 //
 // The paper's clients asked the naming service again on each reconnection attempt, so a move
 // was seen only at a client's next attempt, and that wait dominated the migration time. Here a

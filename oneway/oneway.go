@@ -13,9 +13,10 @@
 //     receiver gave up on it after MaxAttempts attempts.
 //
 // The receiver takes messages with Recv, or with a handler (Handle). A message that asked for
-// AckProcessed and is not confirmed (Recv is called again, Reject is called, the handler returns
-// an error or panics) is delivered again, with Redelivered set and its attempt count, up to
-// MaxAttempts; then the receiver moves on and the sender's ticket fails.
+// AckProcessed and is not confirmed (Reject is called, the handler returns an error or panics,
+// or, with MaxInFlight 1, Recv is called again) is delivered again, with Redelivered set and its
+// attempt count, up to MaxAttempts; then the receiver moves on and the sender's ticket fails.
+// Refuse fails it for good at once.
 //
 // Acknowledgements are cumulative and ride on other traffic (see core/PROTOCOL.md), so asking for
 // them costs almost nothing, and none is lost when a connection breaks. Every ticket ends: if the

@@ -1,7 +1,8 @@
-// Package snapshot turns a frozen server's state into a file and back (PAPER III-C, DESIGN
-// guarantee 8): a server is paused and its state taken (Freeze), written to a file
-// (WriteFile), and read by another process (ReadFile), which rebuilds the server on another
-// address with core.NewListenerFrom or oneway.NewListenerFrom; the clients resume there.
+// Package snapshot turns a frozen server's state into a file and back (the paper's section
+// III-C): a server is paused and its state taken (Freeze), written to a file (WriteFile), and
+// read by another process (ReadFile), which rebuilds the server on another address with
+// core.NewListenerFrom, oneway.NewListenerFrom or pubsub.RestoreHub; the clients resume there.
+// Migrate makes a move inside one process in one call, through memory or a file.
 //
 // A Snapshot is a list of named sections, one per layer: "core" for the sessions' protocol
 // state, "oneway" for their tickets and attempts, a layer above under a name of its own

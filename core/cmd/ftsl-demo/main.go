@@ -6,7 +6,7 @@
 // demo checks that every message arrived exactly once, in order, byte for byte, and that the
 // sender heard the fate of every one.
 //
-//	go run ./core/cmd/ftsl-demo [-messages 20000] [-kill-every 256KiB]
+//	go run ./core/cmd/ftsl-demo [-messages 20000] [-kill-every 262144]
 package main
 
 import (

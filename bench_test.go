@@ -12,7 +12,7 @@
 // prints one row per FanOut/<system>/N=<n> with the median. Read it by ratios between rows of
 // that one run, system against system at the same N. The machine has 2 cores shared with other
 // people's builds and tests, so absolute figures move by 2x or more between runs and days (see
-// shared/BENCH-NOTES.md): never set figures from two runs side by side.
+// README's Performance section): never set figures from two runs side by side.
 //
 // What the figures count:
 //   - deliveries/s: b.N messages times N subscribers, divided by the time from the first publish

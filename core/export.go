@@ -12,8 +12,8 @@ import (
 	"time"
 )
 
-// This file is the checkpoint of a server's sessions for a migration (PAPER III-C, DESIGN
-// guarantee 8). Listener.Pause freezes them, Listener.Export takes their state as plain values,
+// This file is the checkpoint of a server's sessions for a migration (the paper's section
+// III-C). Listener.Pause freezes them, Listener.Export takes their state as plain values,
 // and NewListenerFrom rebuilds them in another process, on another address, where their clients
 // resume. Writing the values to a file is the snapshot package's business, not core's.
 

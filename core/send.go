@@ -90,13 +90,19 @@ func (s *Session) send(ctx context.Context, prefix, msg []byte, level AckLevel, 
 	if quiet && level != AckNone {
 		flags |= flagPrompt // someone waits for this ack, and nothing else will bring it sooner
 	}
-	messageFrames(prefix, msg, func(pre, rest []byte, eom, external bool) {
-		f := flags
-		if eom {
-			f |= flagEOM
-		}
-		s.appendFrameLocked(f, mid, pre, rest, shared && external)
-	})
+	if n <= MaxFramePayload {
+		// One frame, the common case, without messageFrames' closure.
+		external := shared && len(msg) >= minSharedPayload && len(prefix) <= maxKeptPrefix
+		s.appendFrameLocked(flags|flagEOM, mid, prefix, msg, external)
+	} else {
+		messageFrames(prefix, msg, func(pre, rest []byte, eom, external bool) {
+			f := flags
+			if eom {
+				f |= flagEOM
+			}
+			s.appendFrameLocked(f, mid, pre, rest, shared && external)
+		})
+	}
 	s.stats.MessagesSent++
 	s.stats.BytesSent += uint64(n)
 	s.wakeSendersLocked()

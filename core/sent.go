@@ -76,7 +76,9 @@ func (s *Session) appendFrameLocked(flags uint8, mid uint64, pre, p []byte, exte
 		s.ext = append(s.ext, extFrame{off: s.sTail, cum: s.extTotal, data: p})
 	}
 	s.sbuf.put(s.sTail, b[:])
-	s.sbuf.put(s.sTail+dataHdrLen, pre)
+	if len(pre) > 0 {
+		s.sbuf.put(s.sTail+dataHdrLen, pre)
+	}
 	if !external {
 		s.sbuf.put(s.sTail+dataHdrLen+uint64(len(pre)), p)
 	}

@@ -3,12 +3,12 @@ package core
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"math"
 	"math/bits"
 	"net"
 	"time"
 
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/rs/zerolog"
 )
 
@@ -219,7 +219,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Dial = (&net.Dialer{}).DialContext
 	}
 	bad := func(format string, args ...any) (Config, error) {
-		return c, fmt.Errorf("ftsl: invalid Config: "+format, args...)
+		return c, ftslerr.Errorf("ftsl: invalid Config: "+format, args...)
 	}
 	for _, f := range []struct {
 		name string

@@ -10,6 +10,8 @@ import (
 	"net"
 	"slices"
 	"time"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // This file is the checkpoint of a server's sessions for a migration (the paper's section
@@ -160,10 +162,10 @@ func (l *Listener) Export() (ListenerState, error) {
 	case phasePaused:
 	case phaseExported:
 		l.mu.Unlock()
-		return ListenerState{}, fmt.Errorf("ftsl: export: already taken: %w", ErrSessionMoved)
+		return ListenerState{}, ftslerr.Errorf("ftsl: export: already taken: %w", ErrSessionMoved)
 	default:
 		l.mu.Unlock()
-		return ListenerState{}, fmt.Errorf("ftsl: export: %w", ErrNotPaused)
+		return ListenerState{}, ftslerr.Errorf("ftsl: export: %w", ErrNotPaused)
 	}
 	l.phase = phaseExported
 	sessions := l.sessionsLocked()
@@ -204,7 +206,7 @@ func NewListenerFrom(ln net.Listener, cfg Config, st ListenerState) (*Listener, 
 	}
 	invalid := func(format string, args ...any) error {
 		l.cancel()
-		return fmt.Errorf("ftsl: import: %w: "+format, append([]any{ErrInvalidState}, args...)...)
+		return ftslerr.Errorf("ftsl: import: %w: "+format, append([]any{ErrInvalidState}, args...)...)
 	}
 	if len(st.Sessions) > l.cfg.MaxSessions {
 		return nil, nil, invalid("%d sessions, above MaxSessions %d", len(st.Sessions), l.cfg.MaxSessions)
@@ -219,7 +221,7 @@ func NewListenerFrom(ln net.Listener, cfg Config, st ListenerState) (*Listener, 
 		s, err := importSession(l.cfg, ss)
 		if err != nil {
 			l.cancel()
-			return nil, nil, fmt.Errorf("ftsl: import: %w", err)
+			return nil, nil, ftslerr.Errorf("ftsl: import: %w", err)
 		}
 		l.sessions[s.id] = s
 		sessions = append(sessions, s)

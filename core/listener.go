@@ -4,13 +4,13 @@ import (
 	"container/list"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/rs/zerolog"
 )
 
@@ -164,7 +164,7 @@ func (l *Listener) Accept(ctx context.Context) (*Session, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-l.ctx.Done():
-			return nil, fmt.Errorf("ftsl: accept: %w", net.ErrClosed)
+			return nil, ftslerr.Errorf("ftsl: accept: %w", net.ErrClosed)
 		}
 	}
 }
@@ -245,7 +245,7 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 	case l.phase == phasePausing || l.phase == phasePaused:
 		l.mu.Unlock()
 		l.moveMu.Unlock()
-		return fmt.Errorf("ftsl: shutdown: %w", ErrListenerPaused)
+		return ftslerr.Errorf("ftsl: shutdown: %w", ErrListenerPaused)
 	case l.phase == phaseExported:
 		l.mu.Unlock()
 		l.moveMu.Unlock()
@@ -265,7 +265,7 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 		case <-s.ended:
 		case <-ctx.Done():
 			_ = l.Close()
-			return fmt.Errorf("ftsl: shutdown: %w", ctx.Err())
+			return ftslerr.Errorf("ftsl: shutdown: %w", ctx.Err())
 		}
 	}
 	return l.Close()
@@ -293,10 +293,10 @@ func (l *Listener) Pause(ctx context.Context) error {
 	switch {
 	case l.closed || l.phase == phaseShutdown:
 		l.mu.Unlock()
-		return fmt.Errorf("ftsl: pause: %w", net.ErrClosed)
+		return ftslerr.Errorf("ftsl: pause: %w", net.ErrClosed)
 	case l.phase == phaseExported:
 		l.mu.Unlock()
-		return fmt.Errorf("ftsl: pause: %w", ErrSessionMoved)
+		return ftslerr.Errorf("ftsl: pause: %w", ErrSessionMoved)
 	case l.phase == phasePaused:
 		l.mu.Unlock()
 		return nil
@@ -315,7 +315,7 @@ func (l *Listener) Pause(ctx context.Context) error {
 		select {
 		case <-idle:
 		case <-ctx.Done():
-			return fmt.Errorf("ftsl: pause: handshakes still under way: %w", ctx.Err())
+			return ftslerr.Errorf("ftsl: pause: handshakes still under way: %w", ctx.Err())
 		}
 		l.mu.Lock()
 	}
@@ -331,7 +331,7 @@ func (l *Listener) Pause(ctx context.Context) error {
 		select {
 		case <-k.done:
 		case <-ctx.Done():
-			return fmt.Errorf("ftsl: pause: connections still closing: %w", ctx.Err())
+			return ftslerr.Errorf("ftsl: pause: connections still closing: %w", ctx.Err())
 		}
 	}
 	l.mu.Lock()
@@ -352,7 +352,7 @@ func (l *Listener) Continue() error {
 	switch l.phase {
 	case phaseExported:
 		l.mu.Unlock()
-		return fmt.Errorf("ftsl: continue: the sessions were exported: %w", ErrSessionMoved)
+		return ftslerr.Errorf("ftsl: continue: the sessions were exported: %w", ErrSessionMoved)
 	case phasePausing, phasePaused:
 	default:
 		l.mu.Unlock()

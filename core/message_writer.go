@@ -3,6 +3,8 @@ package core
 import (
 	"context"
 	"fmt"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // MessageWriter streams one message into a session in chunks, so a large message (a file, say)
@@ -23,7 +25,7 @@ type MessageWriter struct {
 // writer: until then no other message can be sent on the session.
 func (s *Session) NewMessage(ctx context.Context, level AckLevel) (*MessageWriter, error) {
 	if level > AckProcessed {
-		return nil, fmt.Errorf("ftsl: invalid ack level %d", level)
+		return nil, ftslerr.Errorf("ftsl: invalid ack level %d", level)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -106,7 +108,7 @@ func (w *MessageWriter) closedErr() error {
 	if w.err != nil {
 		return w.err
 	}
-	return fmt.Errorf("ftsl: message %d already ended", w.mid)
+	return ftslerr.Errorf("ftsl: message %d already ended", w.mid)
 }
 
 func (w *MessageWriter) finish(err error) {

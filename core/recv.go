@@ -3,6 +3,8 @@ package core
 import (
 	"context"
 	"fmt"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // Message is one whole message received by Recv.
@@ -343,7 +345,7 @@ func (s *Session) Requeue(mid uint64) error {
 // Config.MaxInFlight). Raising it lets waiting Recv calls go on.
 func (s *Session) SetMaxInFlight(n int) error {
 	if n < 1 || n > maxMaxInFlight {
-		return fmt.Errorf("ftsl: MaxInFlight %d is outside [1, %d]", n, maxMaxInFlight)
+		return ftslerr.Errorf("ftsl: MaxInFlight %d is outside [1, %d]", n, maxMaxInFlight)
 	}
 	s.mu.Lock()
 	s.maxInFlight = n

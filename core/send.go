@@ -3,6 +3,8 @@ package core
 import (
 	"context"
 	"fmt"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // Send queues msg as one message, asking the peer for acknowledgement level. It returns the
@@ -52,7 +54,7 @@ func (s *Session) TrySendShared(prefix, shared []byte, level AckLevel) (uint64, 
 // long enough parts of msg are kept by reference.
 func (s *Session) send(ctx context.Context, prefix, msg []byte, level AckLevel, wait, shared bool) (uint64, error) {
 	if level > AckProcessed {
-		return 0, fmt.Errorf("ftsl: invalid ack level %d", level)
+		return 0, ftslerr.Errorf("ftsl: invalid ack level %d", level)
 	}
 	n := len(prefix) + len(msg)
 	cost := messageCost(n)

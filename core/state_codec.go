@@ -6,6 +6,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/ftsl-go/ftsl/internal/layercodec"
 )
 
@@ -56,7 +57,7 @@ const (
 // duration, a level above AckProcessed. The result is the caller's.
 func (st *ListenerState) MarshalLayer() ([]byte, error) {
 	if st == nil {
-		return nil, fmt.Errorf("ftsl: core state: %w: nil", ErrInvalidState)
+		return nil, ftslerr.Errorf("ftsl: core state: %w: nil", ErrInvalidState)
 	}
 	size := 1 + binary.MaxVarintLen64
 	for i := range st.Sessions {
@@ -68,7 +69,7 @@ func (st *ListenerState) MarshalLayer() ([]byte, error) {
 	for i := range st.Sessions {
 		e.session(&st.Sessions[i])
 		if e.err != nil {
-			return nil, fmt.Errorf("ftsl: core state: %w: Sessions[%d] (ID %d): %v", ErrInvalidState, i, st.Sessions[i].ID, e.err)
+			return nil, ftslerr.Errorf("ftsl: core state: %w: Sessions[%d] (ID %d): %v", ErrInvalidState, i, st.Sessions[i].ID, e.err)
 		}
 	}
 	return e.B, nil
@@ -81,10 +82,10 @@ func (st *ListenerState) MarshalLayer() ([]byte, error) {
 // back nil; the others do not share memory with b.
 func (st *ListenerState) UnmarshalLayer(b []byte) error {
 	if st == nil {
-		return fmt.Errorf("ftsl: core state: %w: decoding into nil", ErrInvalidState)
+		return ftslerr.Errorf("ftsl: core state: %w: decoding into nil", ErrInvalidState)
 	}
 	if msg := layercodec.CheckVersion(b, stateFormat); msg != "" {
-		return fmt.Errorf("ftsl: core state: %w: %s", ErrInvalidState, msg)
+		return ftslerr.Errorf("ftsl: core state: %w: %s", ErrInvalidState, msg)
 	}
 	d := layercodec.NewDecoder(b, 1, layercodec.Plain, stateError)
 	n := d.Count("Sessions", minSessionLen)
@@ -109,7 +110,7 @@ func stateError(where string, off int, msg string) error {
 	if where != "" {
 		where += " "
 	}
-	return fmt.Errorf("ftsl: core state: %w: %sat byte %d: %s", ErrInvalidState, where, off, msg)
+	return ftslerr.Errorf("ftsl: core state: %w: %sat byte %d: %s", ErrInvalidState, where, off, msg)
 }
 
 // sizeHint is about the bytes the session encodes into, for the encoder's buffer.

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // Client talks to a naming Server. Its zero value needs only BaseURL; the fields must not change
@@ -115,7 +117,7 @@ func (c *Client) do(ctx context.Context, op, method, name string, q url.Values, 
 		return Binding{}, err
 	}
 	if c.BaseURL == "" {
-		return Binding{}, fmt.Errorf("ftsl: naming: %s %q: Client.BaseURL is empty", op, name)
+		return Binding{}, ftslerr.Errorf("ftsl: naming: %s %q: Client.BaseURL is empty", op, name)
 	}
 	// Valid names need no escaping in a path.
 	u := strings.TrimRight(c.BaseURL, "/") + namesPath + name
@@ -126,13 +128,13 @@ func (c *Client) do(ctx context.Context, op, method, name string, q url.Values, 
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return Binding{}, fmt.Errorf("ftsl: naming: %s %q: %w", op, name, err)
+			return Binding{}, ftslerr.Errorf("ftsl: naming: %s %q: %w", op, name, err)
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return Binding{}, fmt.Errorf("ftsl: naming: %s %q: %w", op, name, err)
+		return Binding{}, ftslerr.Errorf("ftsl: naming: %s %q: %w", op, name, err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -142,12 +144,12 @@ func (c *Client) do(ctx context.Context, op, method, name string, q url.Values, 
 	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
-		return Binding{}, fmt.Errorf("ftsl: naming: %s %q: %w", op, name, err)
+		return Binding{}, ftslerr.Errorf("ftsl: naming: %s %q: %w", op, name, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxBodyBytes+1))
 	if err != nil {
-		return Binding{}, fmt.Errorf("ftsl: naming: %s %q: reading the answer: %w", op, name, err)
+		return Binding{}, ftslerr.Errorf("ftsl: naming: %s %q: reading the answer: %w", op, name, err)
 	}
 	if len(data) > MaxBodyBytes {
 		return Binding{}, fmt.Errorf("%w: %s %q: answer larger than %d bytes", ErrServer, op, name, MaxBodyBytes)

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/rs/zerolog"
 )
 
@@ -94,7 +95,7 @@ type watched struct {
 // NewResolver returns a Resolver asking client. It fails if cfg has an impossible value.
 func NewResolver(client *Client, cfg ResolverConfig) (*Resolver, error) {
 	bad := func(format string, args ...any) (*Resolver, error) {
-		return nil, fmt.Errorf("ftsl: naming: invalid ResolverConfig: "+format, args...)
+		return nil, ftslerr.Errorf("ftsl: naming: invalid ResolverConfig: "+format, args...)
 	}
 	switch {
 	case client == nil:

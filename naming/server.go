@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/rs/zerolog"
 )
 
@@ -71,7 +72,7 @@ const namesPath = "/v1/names/"
 
 func (c ServerConfig) withDefaults() (ServerConfig, error) {
 	bad := func(format string, args ...any) (ServerConfig, error) {
-		return c, fmt.Errorf("ftsl: naming: invalid ServerConfig: "+format, args...)
+		return c, ftslerr.Errorf("ftsl: naming: invalid ServerConfig: "+format, args...)
 	}
 	switch {
 	case c.MaxNames < 0:

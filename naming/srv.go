@@ -7,6 +7,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // SRVResolver resolves names through DNS SRV records (RFC 2782): it picks, among the records of
@@ -35,7 +37,7 @@ func (r *SRVResolver) Resolve(ctx context.Context, name string) (string, error) 
 	}
 	_, recs, err := lookup(ctx, r.Service, r.Proto, name)
 	if err != nil {
-		return "", fmt.Errorf("ftsl: naming: SRV lookup of %q: %w", truncate(name), err)
+		return "", ftslerr.Errorf("ftsl: naming: SRV lookup of %q: %w", truncate(name), err)
 	}
 	rec := r.pick(recs)
 	if rec == nil {

@@ -4,12 +4,13 @@ import (
 	"cmp"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // This file is the server's data file: every binding and the version counter, written whole on
@@ -36,7 +37,7 @@ type dataFile struct {
 // cannot be read, or breaks a rule, is an error naming the file and what is wrong.
 func loadData(path string, maxNames int) (dataFile, error) {
 	bad := func(format string, args ...any) (dataFile, error) {
-		return dataFile{}, fmt.Errorf("ftsl: naming: data file %s: "+format, append([]any{path}, args...)...)
+		return dataFile{}, ftslerr.Errorf("ftsl: naming: data file %s: "+format, append([]any{path}, args...)...)
 	}
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {

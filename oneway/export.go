@@ -2,12 +2,12 @@ package oneway
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"slices"
 	"time"
 
 	"github.com/ftsl-go/ftsl/core"
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // This file moves a oneway listener's sessions to another process with their tickets (PAPER
@@ -144,14 +144,14 @@ func (s *Session) awaitExport() (SessionState, error) {
 	moved := s.moved
 	s.mu.Unlock()
 	if moved == nil {
-		return SessionState{}, fmt.Errorf("ftsl: oneway export: session %d was not being exported", s.id)
+		return SessionState{}, ftslerr.Errorf("ftsl: oneway export: session %d was not being exported", s.id)
 	}
 	t := time.NewTimer(exportWait)
 	defer t.Stop()
 	select {
 	case <-moved:
 	case <-t.C:
-		return SessionState{}, fmt.Errorf("ftsl: oneway export: session %d did not report its move in %v", s.id, exportWait)
+		return SessionState{}, ftslerr.Errorf("ftsl: oneway export: session %d did not report its move in %v", s.id, exportWait)
 	}
 	s.mu.Lock()
 	ss := *s.exported
@@ -244,7 +244,7 @@ type imported struct {
 }
 
 func invalidState(format string, args ...any) error {
-	return fmt.Errorf("ftsl: oneway import: %w: "+format, append([]any{core.ErrInvalidState}, args...)...)
+	return ftslerr.Errorf("ftsl: oneway import: %w: "+format, append([]any{core.ErrInvalidState}, args...)...)
 }
 
 // check refuses a state that does not fit its core session's.

@@ -34,6 +34,7 @@ import (
 
 	"github.com/ftsl-go/ftsl/core"
 	"github.com/ftsl-go/ftsl/events"
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // AckLevel says what a message's sender wants to hear back about it.
@@ -123,10 +124,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.MaxAttempts = DefaultMaxAttempts
 	}
 	if c.MaxAttempts < 0 {
-		return c, fmt.Errorf("ftsl: invalid oneway Config: MaxAttempts %d", c.MaxAttempts)
+		return c, ftslerr.Errorf("ftsl: invalid oneway Config: MaxAttempts %d", c.MaxAttempts)
 	}
 	if c.MaxInFlight < 0 {
-		return c, fmt.Errorf("ftsl: invalid oneway Config: MaxInFlight %d", c.MaxInFlight)
+		return c, ftslerr.Errorf("ftsl: invalid oneway Config: MaxInFlight %d", c.MaxInFlight)
 	}
 	if c.MaxInFlight > 0 {
 		c.Core.MaxInFlight = c.MaxInFlight

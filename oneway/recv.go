@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 
 	"github.com/ftsl-go/ftsl/core"
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // Delivery is one delivery of a received message: its first, or a later attempt after the
@@ -234,7 +235,7 @@ func (s *Session) Handle(handler func(ctx context.Context, d *Delivery) error, o
 		o(&hc)
 	}
 	if hc.workers < 1 || hc.workers > maxHandlers {
-		return fmt.Errorf("ftsl: oneway Handle: Concurrency %d outside [1, %d]", hc.workers, maxHandlers)
+		return ftslerr.Errorf("ftsl: oneway Handle: Concurrency %d outside [1, %d]", hc.workers, maxHandlers)
 	}
 	s.rmu.Lock()
 	if s.handling {
@@ -328,7 +329,7 @@ func (s *Session) closeGate(ctx context.Context) error {
 	case <-s.cs.Done():
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("ftsl: oneway pause: session %d: handlers still running: %w", s.id, ctx.Err())
+		return ftslerr.Errorf("ftsl: oneway pause: session %d: handlers still running: %w", s.id, ctx.Err())
 	}
 }
 

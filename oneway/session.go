@@ -12,6 +12,7 @@ import (
 
 	"github.com/ftsl-go/ftsl/core"
 	"github.com/ftsl-go/ftsl/events"
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // Session is one end of a one-way session. Both ends are the same once connected. All methods
@@ -287,7 +288,7 @@ func (s *Session) sendTicket(ctx context.Context, prefix, data []byte, level Ack
 	}
 	defer func() { <-s.sendSem }()
 	if level > AckProcessed {
-		return nil, fmt.Errorf("ftsl: invalid ack level %d", level)
+		return nil, ftslerr.Errorf("ftsl: invalid ack level %d", level)
 	}
 	s.mu.Lock()
 	if err := s.sendableLocked(); err != nil {
@@ -323,7 +324,7 @@ func (s *Session) sendTicket(ctx context.Context, prefix, data []byte, level Ack
 		}
 	}
 	if err == nil && mid != want {
-		err = fmt.Errorf("ftsl: message ID %d, expected %d: is someone else sending on the core session?", mid, want)
+		err = ftslerr.Errorf("ftsl: message ID %d, expected %d: is someone else sending on the core session?", mid, want)
 	}
 	if err != nil {
 		s.mu.Lock()

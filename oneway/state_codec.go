@@ -2,9 +2,9 @@ package oneway
 
 import (
 	"encoding/binary"
-	"fmt"
 
 	"github.com/ftsl-go/ftsl/core"
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/ftsl-go/ftsl/internal/layercodec"
 )
 
@@ -36,7 +36,7 @@ const (
 // AckProcessed. The result is the caller's.
 func (st *ListenerState) MarshalLayer() ([]byte, error) {
 	if st == nil {
-		return nil, fmt.Errorf("ftsl: oneway state: %w: nil", core.ErrInvalidState)
+		return nil, ftslerr.Errorf("ftsl: oneway state: %w: nil", core.ErrInvalidState)
 	}
 	size := 1 + binary.MaxVarintLen64
 	for i := range st.Sessions {
@@ -47,7 +47,7 @@ func (st *ListenerState) MarshalLayer() ([]byte, error) {
 	e.Byte(stateFormat)
 	e.Uvarint(uint64(len(st.Sessions)))
 	bad := func(i int, format string, args ...any) error {
-		return fmt.Errorf("ftsl: oneway state: %w: Sessions[%d] (ID %d): "+format,
+		return ftslerr.Errorf("ftsl: oneway state: %w: Sessions[%d] (ID %d): "+format,
 			append([]any{core.ErrInvalidState, i, st.Sessions[i].ID}, args...)...)
 	}
 	for i := range st.Sessions {
@@ -83,10 +83,10 @@ func (st *ListenerState) MarshalLayer() ([]byte, error) {
 // that names the field and its byte offset, and st is left unchanged. Empty lists come back nil.
 func (st *ListenerState) UnmarshalLayer(b []byte) error {
 	if st == nil {
-		return fmt.Errorf("ftsl: oneway state: %w: decoding into nil", core.ErrInvalidState)
+		return ftslerr.Errorf("ftsl: oneway state: %w: decoding into nil", core.ErrInvalidState)
 	}
 	if msg := layercodec.CheckVersion(b, stateFormat); msg != "" {
-		return fmt.Errorf("ftsl: oneway state: %w: %s", core.ErrInvalidState, msg)
+		return ftslerr.Errorf("ftsl: oneway state: %w: %s", core.ErrInvalidState, msg)
 	}
 	d := layercodec.NewDecoder(b, 1, layercodec.Plain, stateError)
 	var sessions []SessionState
@@ -140,5 +140,5 @@ func stateError(where string, off int, msg string) error {
 	if where != "" {
 		where += " "
 	}
-	return fmt.Errorf("ftsl: oneway state: %w: %sat byte %d: %s", core.ErrInvalidState, where, off, msg)
+	return ftslerr.Errorf("ftsl: oneway state: %w: %sat byte %d: %s", core.ErrInvalidState, where, off, msg)
 }

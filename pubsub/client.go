@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ftsl-go/ftsl/events"
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/ftsl-go/ftsl/oneway"
 	"github.com/ftsl-go/ftsl/pubsub/internal/subjects"
 	"github.com/ftsl-go/ftsl/pubsub/internal/wire"
@@ -83,7 +84,7 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Client, error) {
 	if err != nil {
 		sess.Abort()
 		<-sess.Done()
-		return nil, fmt.Errorf("ftsl: pubsub connect to %s: %w", addr, ticketError(err))
+		return nil, ftslerr.Errorf("ftsl: pubsub connect to %s: %w", addr, ticketError(err))
 	}
 	sess.OnClose(c.sessionEnded)
 	c.wg.Add(1)
@@ -149,7 +150,7 @@ func (c *Client) publish(ctx context.Context, subject, reply string, data []byte
 		return nil, err
 	}
 	if level > AckProcessed {
-		return nil, fmt.Errorf("ftsl: invalid ack level %d", level)
+		return nil, ftslerr.Errorf("ftsl: invalid ack level %d", level)
 	}
 	c.mu.Lock()
 	if c.closing || c.err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ftsl-go/ftsl/core"
 	"github.com/ftsl-go/ftsl/events"
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/ftsl-go/ftsl/oneway"
 	"github.com/ftsl-go/ftsl/pubsub/internal/subjects"
 )
@@ -92,13 +93,13 @@ func (c HubConfig) withDefaults() (HubConfig, error) {
 	}
 	switch {
 	case c.MaxSubscriptions < 0:
-		return c, fmt.Errorf("ftsl: invalid HubConfig: MaxSubscriptions %d", c.MaxSubscriptions)
+		return c, ftslerr.Errorf("ftsl: invalid HubConfig: MaxSubscriptions %d", c.MaxSubscriptions)
 	case c.MaxSubjectLength < minSubjectLength || c.MaxSubjectLength > 4096:
-		return c, fmt.Errorf("ftsl: invalid HubConfig: MaxSubjectLength %d outside [%d, 4096]", c.MaxSubjectLength, minSubjectLength)
+		return c, ftslerr.Errorf("ftsl: invalid HubConfig: MaxSubjectLength %d outside [%d, 4096]", c.MaxSubjectLength, minSubjectLength)
 	case c.MaxBlock < 0:
-		return c, fmt.Errorf("ftsl: invalid HubConfig: MaxBlock %v", c.MaxBlock)
+		return c, ftslerr.Errorf("ftsl: invalid HubConfig: MaxBlock %v", c.MaxBlock)
 	case c.SlowConsumers > SlowBlock:
-		return c, fmt.Errorf("ftsl: invalid HubConfig: SlowConsumers %d", c.SlowConsumers)
+		return c, ftslerr.Errorf("ftsl: invalid HubConfig: SlowConsumers %d", c.SlowConsumers)
 	}
 	return c, nil
 }
@@ -181,11 +182,11 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	switch {
 	case c.MaxPending < 0:
-		return c, fmt.Errorf("ftsl: invalid pubsub Config: MaxPending %d", c.MaxPending)
+		return c, ftslerr.Errorf("ftsl: invalid pubsub Config: MaxPending %d", c.MaxPending)
 	case c.Timeout < 0:
-		return c, fmt.Errorf("ftsl: invalid pubsub Config: Timeout %v", c.Timeout)
+		return c, ftslerr.Errorf("ftsl: invalid pubsub Config: Timeout %v", c.Timeout)
 	case c.MaxSubjectLength < minSubjectLength:
-		return c, fmt.Errorf("ftsl: invalid pubsub Config: MaxSubjectLength %d below %d", c.MaxSubjectLength, minSubjectLength)
+		return c, ftslerr.Errorf("ftsl: invalid pubsub Config: MaxSubjectLength %d below %d", c.MaxSubjectLength, minSubjectLength)
 	}
 	return c, nil
 }

@@ -2,9 +2,9 @@ package pubsub
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/ftsl-go/ftsl/oneway"
 	"github.com/ftsl-go/ftsl/pubsub/internal/subjects"
 )
@@ -63,7 +63,7 @@ func refusal(sentinel error, detail string) string {
 	if detail == "" {
 		return words
 	}
-	return words + ": " + detail
+	return words + ": " + strings.TrimPrefix(ftslerr.Clean(detail), "ftsl: ")
 }
 
 // reasonError turns a reason received from the hub or a subscriber back into an error that
@@ -77,7 +77,7 @@ func reasonError(reason string) error {
 			if rest == "" {
 				return r.err
 			}
-			return fmt.Errorf("%w: %s", r.err, rest)
+			return ftslerr.Errorf("%w: %s", r.err, ftslerr.Clean(rest))
 		}
 	}
 	return errors.New(reason)

@@ -3,12 +3,12 @@ package pubsub
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"net"
 	"slices"
 	"strings"
 
 	"github.com/ftsl-go/ftsl/core"
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/ftsl-go/ftsl/oneway"
 	"github.com/ftsl-go/ftsl/pubsub/internal/subjects"
 	"github.com/ftsl-go/ftsl/pubsub/internal/wire"
@@ -22,7 +22,7 @@ import (
 // subscriber tickets each publish still waits for.
 
 // ErrMoved is returned by the calls of a hub whose state Export took.
-var ErrMoved = fmt.Errorf("ftsl: pubsub hub moved: %w", core.ErrSessionMoved)
+var ErrMoved = ftslerr.Errorf("ftsl: pubsub hub moved: %w", core.ErrSessionMoved)
 
 // HubState is a paused hub's state, as Export takes it and NewHubFrom rebuilds it. It holds
 // every session's resume token: keep it as secret as the hub's memory.
@@ -106,7 +106,7 @@ func (h *Hub) Pause(ctx context.Context) error {
 	h.mu.Unlock()
 	for _, ln := range listeners {
 		if err := ln.Pause(ctx); err != nil {
-			return fmt.Errorf("ftsl: pubsub pause: %w", err)
+			return ftslerr.Errorf("ftsl: pubsub pause: %w", err)
 		}
 	}
 	// Every session reader is gone; a drain or flush begun before the flag was set ends here.
@@ -130,7 +130,7 @@ func (h *Hub) Continue() error {
 	h.mu.Unlock()
 	for _, ln := range listeners {
 		if err := ln.Continue(); err != nil {
-			return fmt.Errorf("ftsl: pubsub continue: %w", err)
+			return ftslerr.Errorf("ftsl: pubsub continue: %w", err)
 		}
 	}
 	if !h.paused.Swap(false) {
@@ -175,10 +175,10 @@ func (h *Hub) Export() (HubState, error) {
 		return HubState{}, ErrClosed
 	case !h.paused.Load():
 		h.mu.Unlock()
-		return HubState{}, fmt.Errorf("ftsl: pubsub export: %w", core.ErrNotPaused)
+		return HubState{}, ftslerr.Errorf("ftsl: pubsub export: %w", core.ErrNotPaused)
 	case len(serving) != 1:
 		h.mu.Unlock()
-		return HubState{}, fmt.Errorf("ftsl: pubsub export: the hub serves %d listeners; it exports exactly one", len(serving))
+		return HubState{}, ftslerr.Errorf("ftsl: pubsub export: the hub serves %d listeners; it exports exactly one", len(serving))
 	}
 	ln := serving[0]
 	var members []*member
@@ -203,7 +203,7 @@ func (h *Hub) Export() (HubState, error) {
 	ost, err := ln.Export()
 	if err != nil {
 		h.moved.Store(false)
-		return HubState{}, fmt.Errorf("ftsl: pubsub export: %w", err)
+		return HubState{}, ftslerr.Errorf("ftsl: pubsub export: %w", err)
 	}
 	st.Listener = ost
 	return st, nil
@@ -339,7 +339,7 @@ type importPlan struct {
 }
 
 func invalidHub(format string, args ...any) error {
-	return fmt.Errorf("ftsl: pubsub import: %w: "+format, append([]any{core.ErrInvalidState}, args...)...)
+	return ftslerr.Errorf("ftsl: pubsub import: %w: "+format, append([]any{core.ErrInvalidState}, args...)...)
 }
 
 // checkState checks st above what the oneway and core layers check: that it fits together, so

@@ -94,6 +94,22 @@ func TestConnectDenied(t *testing.T) {
 	}
 }
 
+// TestConnectDeniedReasonPrefix: an authenticator's error that carries the library's own
+// "ftsl:" prefix (authfile's sentinels do) reaches the client with the prefix once.
+func TestConnectDeniedReasonPrefix(t *testing.T) {
+	errBad := errors.New("ftsl: credential not accepted")
+	h := testHub(t, HubConfig{Authenticate: func(context.Context, ConnectInfo) (*Permissions, error) {
+		return nil, errBad
+	}})
+	_, err := Dial(testCtx(t), h.addr, Config{Name: "mallory"})
+	if !errors.Is(err, ErrPermission) {
+		t.Fatalf("Dial: %v, want ErrPermission", err)
+	}
+	if got := err.Error(); strings.Count(got, "ftsl:") != 1 || !strings.Contains(got, "credential not accepted") {
+		t.Errorf("Dial's error %q: want the reason once, with one ftsl: prefix", got)
+	}
+}
+
 // TestConnectAuthenticatePanics: a panicking authenticator refuses the client; the hub lives.
 func TestConnectAuthenticatePanics(t *testing.T) {
 	h := testHub(t, HubConfig{Authenticate: func(_ context.Context, c ConnectInfo) (*Permissions, error) {

@@ -1,9 +1,8 @@
 package pubsub
 
 import (
-	"fmt"
-
 	"github.com/ftsl-go/ftsl/core"
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/ftsl-go/ftsl/internal/layercodec"
 	"github.com/ftsl-go/ftsl/oneway"
 )
@@ -62,7 +61,7 @@ const (
 // result is the caller's.
 func (st *HubState) MarshalLayer() ([]byte, error) {
 	if st == nil {
-		return nil, fmt.Errorf("ftsl: pubsub state: %w: nil *HubState", core.ErrInvalidState)
+		return nil, ftslerr.Errorf("ftsl: pubsub state: %w: nil *HubState", core.ErrInvalidState)
 	}
 	e := layercodec.Encoder{B: make([]byte, 0, st.size())}
 	e.Byte(hubStateFormat)
@@ -74,7 +73,7 @@ func (st *HubState) MarshalLayer() ([]byte, error) {
 	for i := range st.Publishes {
 		p := &st.Publishes[i]
 		if p.Level > oneway.AckProcessed {
-			return nil, fmt.Errorf("ftsl: pubsub state: %w: Publishes[%d] (publish %d of %d): Level %d has no encoding",
+			return nil, ftslerr.Errorf("ftsl: pubsub state: %w: Publishes[%d] (publish %d of %d): Level %d has no encoding",
 				core.ErrInvalidState, i, p.PubID, p.Publisher, p.Level)
 		}
 		encodePublish(&e, p)
@@ -94,10 +93,10 @@ func (st *HubState) MarshalLayer() ([]byte, error) {
 // back nil; nothing decoded shares memory with b.
 func (st *HubState) UnmarshalLayer(b []byte) error {
 	if st == nil {
-		return fmt.Errorf("ftsl: pubsub state: %w: nil *HubState", core.ErrInvalidState)
+		return ftslerr.Errorf("ftsl: pubsub state: %w: nil *HubState", core.ErrInvalidState)
 	}
 	if msg := layercodec.CheckVersion(b, hubStateFormat); msg != "" {
-		return fmt.Errorf("ftsl: pubsub state: %w: %s", core.ErrInvalidState, msg)
+		return ftslerr.Errorf("ftsl: pubsub state: %w: %s", core.ErrInvalidState, msg)
 	}
 	d := layercodec.NewDecoder(b, 1, layercodec.Short, hubStateError)
 	var out HubState
@@ -135,7 +134,7 @@ func hubStateError(where string, off int, msg string) error {
 	if where == "" {
 		where = "state"
 	}
-	return fmt.Errorf("ftsl: pubsub state: %w: %s at byte %d: %s", core.ErrInvalidState, where, off, msg)
+	return ftslerr.Errorf("ftsl: pubsub state: %w: %s at byte %d: %s", core.ErrInvalidState, where, off, msg)
 }
 
 // size is the number of bytes st encodes into, so that the encoder allocates once and no more.

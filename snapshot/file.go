@@ -14,6 +14,7 @@ import (
 	"slices"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // This file is the snapshot file format, FORMAT.md in this directory: a header, the sections,
@@ -42,7 +43,7 @@ const DefaultMaxBytes = 1 << 30
 // WriteTo writes the snapshot in the file format (FORMAT.md) to w. It implements io.WriterTo.
 func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	if uint64(len(s.sections)) > math.MaxUint32 {
-		return 0, fmt.Errorf("ftsl: snapshot: %d sections do not fit in the header", len(s.sections))
+		return 0, ftslerr.Errorf("ftsl: snapshot: %d sections do not fit in the header", len(s.sections))
 	}
 	hw := hashWriter{w: w, h: xxhash.New()}
 	var hdr [headerLen]byte
@@ -105,14 +106,14 @@ func (s *Snapshot) WriteFile(path string) (err error) {
 	}
 	f, err := os.CreateTemp(dir, "."+name+".tmp*") // 0600
 	if err != nil {
-		return fmt.Errorf("ftsl: snapshot: %w", err)
+		return ftslerr.Errorf("ftsl: snapshot: %w", err)
 	}
 	tmp := f.Name()
 	defer func() {
 		if err != nil {
 			_ = f.Close() // it may be closed already; the error that counts is the first
 			_ = os.Remove(tmp)
-			err = fmt.Errorf("ftsl: snapshot: writing %s: %w", path, err)
+			err = ftslerr.Errorf("ftsl: snapshot: writing %s: %w", path, err)
 		}
 	}()
 	bw := bufio.NewWriterSize(f, 256<<10)
@@ -151,7 +152,7 @@ func syncDir(dir string) error {
 func ReadFile(path string) (*Snapshot, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("ftsl: snapshot: %w", err)
+		return nil, ftslerr.Errorf("ftsl: snapshot: %w", err)
 	}
 	defer f.Close()
 	s, err := Read(f, DefaultMaxBytes)
@@ -194,7 +195,7 @@ func (rd *reader) snapshot() (*Snapshot, error) {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			return nil, fmt.Errorf("%w: header at offset 0: the input ends after %d of its %d bytes", ErrTruncated, n, headerLen)
 		}
-		return nil, fmt.Errorf("ftsl: snapshot: reading the header: %w", err)
+		return nil, ftslerr.Errorf("ftsl: snapshot: reading the header: %w", err)
 	}
 	if err := rd.full(hdr[len(magic):], "header", 0); err != nil {
 		return nil, err
@@ -233,7 +234,7 @@ func (rd *reader) snapshot() (*Snapshot, error) {
 	case err == nil:
 		return nil, fmt.Errorf("%w: bytes follow the trailer at offset %d", ErrCorrupt, rd.off)
 	case err != io.EOF:
-		return nil, fmt.Errorf("ftsl: snapshot: reading past the trailer: %w", err)
+		return nil, ftslerr.Errorf("ftsl: snapshot: reading past the trailer: %w", err)
 	}
 	return s, nil
 }
@@ -301,7 +302,7 @@ func (rd *reader) data(n int, where string, start int64) ([]byte, error) {
 			if err == io.EOF || err == io.ErrUnexpectedEOF {
 				return nil, fmt.Errorf("%w: %s at offset %d: the input ends after %d of its %d bytes of data", ErrTruncated, where, start, len(buf), n)
 			}
-			return nil, fmt.Errorf("ftsl: snapshot: reading %s at offset %d: %w", where, start, err)
+			return nil, ftslerr.Errorf("ftsl: snapshot: reading %s at offset %d: %w", where, start, err)
 		}
 	}
 	return buf, nil
@@ -321,7 +322,7 @@ func (rd *reader) full(b []byte, where string, start int64) error {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("%w: %s at offset %d: the input ends at offset %d", ErrTruncated, where, start, rd.off)
 	}
-	return fmt.Errorf("ftsl: snapshot: reading %s at offset %d: %w", where, start, err)
+	return ftslerr.Errorf("ftsl: snapshot: reading %s at offset %d: %w", where, start, err)
 }
 
 func (rd *reader) consumed(b []byte) {

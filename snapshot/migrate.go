@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // Continuer is a server rebuilt from a snapshot that serves once told to: what
@@ -92,7 +94,7 @@ func Migrate[S any, T Continuer](ctx context.Context, m Move[S, T]) (T, Timings,
 		step = now
 	}
 	if err := m.From.Pause(ctx); err != nil {
-		return zero, tm, fmt.Errorf("ftsl: snapshot: move: %w", err)
+		return zero, tm, ftslerr.Errorf("ftsl: snapshot: move: %w", err)
 	}
 	lap(&tm.Pause)
 	snap, err := Freeze(ctx, m.From) // (paused already: Pause again does nothing)
@@ -149,7 +151,7 @@ func Migrate[S any, T Continuer](ctx context.Context, m Move[S, T]) (T, Timings,
 	lap(&tm.Retire)
 	tm.Total = time.Since(start)
 	if retireErr != nil {
-		return srv, tm, fmt.Errorf("ftsl: snapshot: move: retiring the old server: %w", retireErr)
+		return srv, tm, ftslerr.Errorf("ftsl: snapshot: move: retiring the old server: %w", retireErr)
 	}
 	return srv, tm, nil
 }

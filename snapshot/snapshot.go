@@ -7,6 +7,7 @@ import (
 	"reflect"
 
 	"github.com/ftsl-go/ftsl/core"
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/ftsl-go/ftsl/oneway"
 )
 
@@ -61,11 +62,11 @@ func (s *Snapshot) Put(name string, l Layer) error {
 		return err
 	}
 	if l == nil || isNilPointer(l) {
-		return fmt.Errorf("ftsl: snapshot: section %q: no state to put (nil %T)", name, l)
+		return ftslerr.Errorf("ftsl: snapshot: section %q: no state to put (nil %T)", name, l)
 	}
 	b, err := l.MarshalLayer()
 	if err != nil {
-		return fmt.Errorf("ftsl: snapshot: section %q: %w", name, err)
+		return ftslerr.Errorf("ftsl: snapshot: section %q: %w", name, err)
 	}
 	s.set(name, b)
 	return nil
@@ -89,10 +90,10 @@ func (s *Snapshot) Get(name string, l Layer) error {
 		return err
 	}
 	if l == nil || isNilPointer(l) {
-		return fmt.Errorf("ftsl: snapshot: section %q: no state to decode into (nil %T)", name, l)
+		return ftslerr.Errorf("ftsl: snapshot: section %q: no state to decode into (nil %T)", name, l)
 	}
 	if err := l.UnmarshalLayer(b); err != nil {
-		return fmt.Errorf("ftsl: snapshot: section %q: %w", name, err)
+		return ftslerr.Errorf("ftsl: snapshot: section %q: %w", name, err)
 	}
 	return nil
 }
@@ -174,15 +175,15 @@ func Core(s *Snapshot) (core.ListenerState, error) {
 // its tickets and attempts under "oneway". It puts both or neither.
 func PutOneway(s *Snapshot, st *oneway.ListenerState) error {
 	if st == nil {
-		return fmt.Errorf("ftsl: snapshot: section %q: no state to put (nil %T)", SectionOneway, st)
+		return ftslerr.Errorf("ftsl: snapshot: section %q: no state to put (nil %T)", SectionOneway, st)
 	}
 	c, err := st.Core.MarshalLayer()
 	if err != nil {
-		return fmt.Errorf("ftsl: snapshot: section %q: %w", SectionCore, err)
+		return ftslerr.Errorf("ftsl: snapshot: section %q: %w", SectionCore, err)
 	}
 	o, err := st.MarshalLayer()
 	if err != nil {
-		return fmt.Errorf("ftsl: snapshot: section %q: %w", SectionOneway, err)
+		return ftslerr.Errorf("ftsl: snapshot: section %q: %w", SectionOneway, err)
 	}
 	s.set(SectionCore, c)
 	s.set(SectionOneway, o)
@@ -222,11 +223,11 @@ func Freeze[S any](ctx context.Context, srv Exporter[S]) (*Snapshot, error) {
 		return nil, err
 	}
 	if err := srv.Pause(ctx); err != nil {
-		return nil, fmt.Errorf("ftsl: snapshot: freeze: %w", err)
+		return nil, ftslerr.Errorf("ftsl: snapshot: freeze: %w", err)
 	}
 	st, err := srv.Export()
 	if err != nil {
-		return nil, fmt.Errorf("ftsl: snapshot: freeze: %w", err)
+		return nil, ftslerr.Errorf("ftsl: snapshot: freeze: %w", err)
 	}
 	s := new(Snapshot)
 	if err := put(s, &st); err != nil {
@@ -249,5 +250,5 @@ func putterFor[S any]() (func(*Snapshot, *S) error, error) {
 	if _, ok := any(zero).(Saver); ok {
 		return func(s *Snapshot, st *S) error { return any(*st).(Saver).SaveTo(s) }, nil
 	}
-	return nil, fmt.Errorf("ftsl: snapshot: freeze: a state of type %T is neither core's nor oneway's, and does not implement Saver", zero)
+	return nil, ftslerr.Errorf("ftsl: snapshot: freeze: a state of type %T is neither core's nor oneway's, and does not implement Saver", zero)
 }

@@ -53,6 +53,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/ftsl-go/ftsl/pubsub"
 	"github.com/ftsl-go/ftsl/pubsub/internal/subjects"
 )
@@ -231,7 +232,7 @@ func HashPassword(password string, iterations int) (string, error) {
 		iterations = DefaultIterations
 	}
 	if iterations < MinIterations || iterations > MaxIterations {
-		return "", fmt.Errorf("ftsl: password hash iterations %d outside [%d, %d]", iterations, MinIterations, MaxIterations)
+		return "", ftslerr.Errorf("ftsl: password hash iterations %d outside [%d, %d]", iterations, MinIterations, MaxIterations)
 	}
 	if password == "" {
 		return "", errors.New("ftsl: empty password")
@@ -272,16 +273,16 @@ func parseHash(s string) (*passwordHash, error) {
 func Load(path string, opts Options) (*File, error) {
 	fh, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("ftsl: auth file: %w", err)
+		return nil, ftslerr.Errorf("ftsl: auth file: %w", err)
 	}
 	defer fh.Close()
 	st, err := fh.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("ftsl: auth file: %w", err)
+		return nil, ftslerr.Errorf("ftsl: auth file: %w", err)
 	}
 	data, err := io.ReadAll(io.LimitReader(fh, MaxFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("ftsl: auth file: %w", err)
+		return nil, ftslerr.Errorf("ftsl: auth file: %w", err)
 	}
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("%w: %s: larger than %d bytes", ErrInvalid, path, MaxFileSize)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 var (
@@ -147,10 +149,10 @@ type Index[T any] struct {
 // New returns an empty index. It fails if cfg has an impossible value, naming the field.
 func New[T any](cfg Config) (*Index[T], error) {
 	if cfg.MaxSubjectLength < 0 {
-		return nil, fmt.Errorf("ftsl: subjects.Config.MaxSubjectLength is %d; want 0 (default) or more", cfg.MaxSubjectLength)
+		return nil, ftslerr.Errorf("ftsl: subjects.Config.MaxSubjectLength is %d; want 0 (default) or more", cfg.MaxSubjectLength)
 	}
 	if cfg.CacheSize < -1 || cfg.CacheSize > MaxCacheSize {
-		return nil, fmt.Errorf("ftsl: subjects.Config.CacheSize is %d; want -1 (off), 0 (default) or up to %d", cfg.CacheSize, MaxCacheSize)
+		return nil, ftslerr.Errorf("ftsl: subjects.Config.CacheSize is %d; want -1 (off), 0 (default) or up to %d", cfg.CacheSize, MaxCacheSize)
 	}
 	ix := &Index[T]{maxLen: limit(cfg.MaxSubjectLength)}
 	switch cfg.CacheSize {

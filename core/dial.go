@@ -3,12 +3,13 @@ package core
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"syscall"
 	"time"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // Dial opens a new session with the server at addr. addr is also the name the client asks
@@ -79,7 +80,7 @@ func (s *Session) connectNew(ctx context.Context) (net.Conn, welcome, error) {
 		// Once ctx ends, what the server said last tells more than the deadline cutting an
 		// attempt short.
 		if end := ended(); end != nil {
-			return nil, welcome{}, fmt.Errorf("%w; gave up: %w", last, end)
+			return nil, welcome{}, ftslerr.Errorf("%w; gave up: %w", last, end)
 		}
 		d := backoff/2 + rand.N(backoff/2+1)
 		backoff = min(2*backoff, s.cfg.BackoffMax)
@@ -88,7 +89,7 @@ func (s *Session) connectNew(ctx context.Context) (net.Conn, welcome, error) {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return nil, welcome{}, fmt.Errorf("%w; gave up: %w", last, ctx.Err())
+			return nil, welcome{}, ftslerr.Errorf("%w; gave up: %w", last, ctx.Err())
 		}
 	}
 }
@@ -147,7 +148,7 @@ func (s *Session) reconnect() *link {
 		}
 		if time.Now().After(giveUp) {
 			s.mu.Lock()
-			s.endLocked(StateLost, fmt.Errorf("%w: no connection within ResumeWindow %v (last error: %v)",
+			s.endLocked(StateLost, ftslerr.Errorf("%w: no connection within ResumeWindow %v (last error: %v)",
 				ErrSessionLost, s.cfg.ResumeWindow, last), endDrop, "")
 			s.unlockNotify()
 			return nil

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // Sentinel errors. Check them with errors.Is: the errors a Session returns wrap them with detail.
@@ -64,7 +66,7 @@ func (e *aliasError) Is(target error) bool { return target == e.also }
 
 // protocolError wraps ErrProtocol with what was wrong.
 func protocolError(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+	return ftslerr.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
 }
 
 // RejectError is the server's refusal of a handshake, as the client sees it.

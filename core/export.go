@@ -409,7 +409,7 @@ type sentFrame struct {
 // belonging to no listener yet. cfg is the importing listener's, with defaults.
 func importSession(cfg Config, ss *SessionState) (*Session, error) {
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: session %d: "+format, append([]any{ErrInvalidState, ss.ID}, args...)...)
+		return ftslerr.Errorf("%w: session %d: "+format, append([]any{ErrInvalidState, ss.ID}, args...)...)
 	}
 	if ss.ID == 0 {
 		return nil, bad("ID is 0")

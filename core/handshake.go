@@ -10,6 +10,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/rs/zerolog"
 )
 
@@ -140,7 +141,7 @@ func (s *Session) clientHandshake(ctx context.Context, c net.Conn, addr string, 
 // connection broke: acknowledged frames are dropped, the rest is queued again marked as resent.
 func (s *Session) resyncLocked(peer ackBlock) error {
 	if peer.rPID+1 < s.sHeadPID || peer.rPID >= s.nextPID {
-		return fmt.Errorf("%w: the peer received packets up to %d; this side kept %d to %d",
+		return ftslerr.Errorf("%w: the peer received packets up to %d; this side kept %d to %d",
 			ErrSessionLost, peer.rPID, s.sHeadPID, s.nextPID-1)
 	}
 	// The old link's writer has returned (an inline write still returning on it writes to a dead
@@ -326,7 +327,7 @@ func (ln *Listener) openSession(c net.Conn, body []byte, deadline time.Time, pau
 	if err := writeAll(c, buf[:headerLen+welcomeLen]); err != nil {
 		_ = c.Close()
 		s.mu.Lock()
-		s.endLocked(StateLost, fmt.Errorf("%w: WELCOME not sent: %v", ErrSessionLost, err), endDrop, "")
+		s.endLocked(StateLost, ftslerr.Errorf("%w: WELCOME not sent: %v", ErrSessionLost, err), endDrop, "")
 		s.unlockNotify()
 		return
 	}

@@ -2,7 +2,6 @@ package core
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
@@ -59,7 +58,7 @@ func (w *MessageWriter) Write(p []byte) (int, error) {
 		return 0, w.closedErr()
 	}
 	if w.n+len(p) > w.s.maxSendSize() {
-		err := fmt.Errorf("%w: message would exceed %d bytes; it was cancelled", ErrMessageTooLarge, w.s.maxSendSize())
+		err := ftslerr.Errorf("%w: message would exceed %d bytes; it was cancelled", ErrMessageTooLarge, w.s.maxSendSize())
 		_ = w.Cancel()
 		w.err = err
 		return 0, err

@@ -2,7 +2,6 @@ package core
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
@@ -248,11 +247,11 @@ func (s *Session) heldLocked(mid uint64) (*recDesc, error) {
 		return nil, s.err // the message is held where the session moved, and comes out of Recv there
 	}
 	if mid == 0 || mid-1 < s.dRel || mid-1 >= s.dTake {
-		return nil, fmt.Errorf("%w: message %d (not received yet, or already settled)", ErrNotHeld, mid)
+		return nil, ftslerr.Errorf("%w: message %d (not received yet, or already settled)", ErrNotHeld, mid)
 	}
 	d := &s.descs[(mid-1)&uint64(len(s.descs)-1)]
 	if d.flags&recReleased != 0 {
-		return nil, fmt.Errorf("%w: message %d was already settled", ErrNotHeld, mid)
+		return nil, ftslerr.Errorf("%w: message %d was already settled", ErrNotHeld, mid)
 	}
 	return d, nil
 }
@@ -314,7 +313,7 @@ func (s *Session) Requeue(mid uint64) error {
 	}
 	for _, m := range s.requeued {
 		if m.ID == mid {
-			return fmt.Errorf("%w: message %d is already requeued", ErrNotHeld, mid)
+			return ftslerr.Errorf("%w: message %d is already requeued", ErrNotHeld, mid)
 		}
 	}
 	// Find the message's bytes: the held messages lie in order from rHead.

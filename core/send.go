@@ -2,7 +2,6 @@ package core
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
@@ -121,12 +120,12 @@ func (s *Session) send(ctx context.Context, prefix, msg []byte, level AckLevel, 
 func (s *Session) sendableLocked(n int) error {
 	switch s.state {
 	case StateClosing, StateClosed:
-		return fmt.Errorf("%w: no new messages once Close or Abort was called", ErrSessionClosed)
+		return ftslerr.Errorf("%w: no new messages once Close or Abort was called", ErrSessionClosed)
 	case StateLost, StateMoved:
 		return s.err
 	}
 	if n > s.peer.maxMessage {
-		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrMessageTooLarge, n, s.peer.maxMessage)
+		return ftslerr.Errorf("%w: %d bytes, the limit is %d", ErrMessageTooLarge, n, s.peer.maxMessage)
 	}
 	return nil
 }

@@ -1,8 +1,9 @@
 package core
 
 import (
-	"fmt"
 	"sync/atomic"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // The sent buffer keeps the DATA frames sent and not yet acknowledged, exactly as they go on the
@@ -256,7 +257,7 @@ func (s *Session) sendBudget() *memBudget {
 }
 
 // errSendMemory is why a send fails when the listener's budget is used up.
-var errSendMemory = fmt.Errorf("%w: the listener's MaxSendMemory is used up by its sessions", ErrBufferFull)
+var errSendMemory = ftslerr.Errorf("%w: the listener's MaxSendMemory is used up by its sessions", ErrBufferFull)
 
 // growSentLocked makes room in the sent buffer for kept more bytes, taking what it grows by from
 // the listener's budget. It reports false, growing nothing, if the budget cannot give that much,

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/rs/zerolog"
 )
 
@@ -526,9 +527,9 @@ const (
 )
 
 var (
-	errClosedCleanly = fmt.Errorf("%w by Close", ErrSessionClosed)
-	errClosedByPeer  = fmt.Errorf("%w by the peer", ErrSessionClosed)
-	errAborted       = fmt.Errorf("%w: aborted by this side", ErrSessionClosed)
+	errClosedCleanly = ftslerr.Errorf("%w by Close", ErrSessionClosed)
+	errClosedByPeer  = ftslerr.Errorf("%w by the peer", ErrSessionClosed)
+	errAborted       = ftslerr.Errorf("%w: aborted by this side", ErrSessionClosed)
 )
 
 func (s *Session) abort(code uint16, reason string) {
@@ -539,7 +540,7 @@ func (s *Session) abort(code uint16, reason string) {
 	}
 	err := errAborted
 	if code == abortProtocol {
-		err = fmt.Errorf("%w: %s", ErrProtocol, reason)
+		err = ftslerr.Errorf("%w: %s", ErrProtocol, reason)
 	}
 	s.discard = true
 	s.endLocked(StateClosed, err, int(code), reason)

@@ -3,11 +3,12 @@ package naming
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // Binding is a name's entry: where the server it names listens now, and the entry's version.
@@ -34,13 +35,13 @@ const (
 // escaping, and in logs; the first byte rules out "." and "..", which path cleaning would eat.
 func validName(name string) error {
 	if name == "" || len(name) > MaxNameLength {
-		return fmt.Errorf("%w: %d bytes, want 1 to %d", ErrInvalidName, len(name), MaxNameLength)
+		return ftslerr.Errorf("%w: %d bytes, want 1 to %d", ErrInvalidName, len(name), MaxNameLength)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 		if !alnum && (i == 0 || c != '.' && c != '-' && c != '_') {
-			return fmt.Errorf("%w: %q: byte %d is %q; want [A-Za-z0-9._-], starting with a letter or digit",
+			return ftslerr.Errorf("%w: %q: byte %d is %q; want [A-Za-z0-9._-], starting with a letter or digit",
 				ErrInvalidName, truncate(name), i, c)
 		}
 	}
@@ -52,30 +53,30 @@ func validName(name string) error {
 // a numeric port from 1 to 65535.
 func validAddr(addr string) error {
 	if len(addr) > MaxAddrLength {
-		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidAddr, len(addr), MaxAddrLength)
+		return ftslerr.Errorf("%w: %d bytes, at most %d", ErrInvalidAddr, len(addr), MaxAddrLength)
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("%w: %q: %v", ErrInvalidAddr, truncate(addr), err)
+		return ftslerr.Errorf("%w: %q: %v", ErrInvalidAddr, truncate(addr), err)
 	}
 	if host == "" {
-		return fmt.Errorf("%w: %q: no host", ErrInvalidAddr, addr)
+		return ftslerr.Errorf("%w: %q: no host", ErrInvalidAddr, addr)
 	}
 	for i := 0; i < len(host); i++ {
 		c := host[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
 			c == '.' || c == '-' || c == '_' || c == ':' || c == '%') {
-			return fmt.Errorf("%w: %q: host has byte %q", ErrInvalidAddr, truncate(addr), c)
+			return ftslerr.Errorf("%w: %q: host has byte %q", ErrInvalidAddr, truncate(addr), c)
 		}
 	}
 	// ParseUint alone would take "+80" nowhere, but "080" and "0x50" need the digit check.
 	for i := 0; i < len(port); i++ {
 		if port[i] < '0' || port[i] > '9' {
-			return fmt.Errorf("%w: %q: port %q is not a number", ErrInvalidAddr, addr, port)
+			return ftslerr.Errorf("%w: %q: port %q is not a number", ErrInvalidAddr, addr, port)
 		}
 	}
 	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
-		return fmt.Errorf("%w: %q: port %q is not in 1 to 65535", ErrInvalidAddr, addr, port)
+		return ftslerr.Errorf("%w: %q: port %q is not in 1 to 65535", ErrInvalidAddr, addr, port)
 	}
 	return nil
 }
@@ -110,7 +111,7 @@ func decodeBindRequest(r io.Reader) (string, error) {
 	// Anything but white space after the object is an error: two objects, or garbage.
 	if _, err := dec.Token(); err != io.EOF {
 		if err == nil {
-			return "", fmt.Errorf("%w: data after the object", errMalformed)
+			return "", ftslerr.Errorf("%w: data after the object", errMalformed)
 		}
 		return "", decodeError(err)
 	}
@@ -127,5 +128,5 @@ func decodeError(err error) error {
 	if errors.As(err, &tooBig) {
 		return err
 	}
-	return fmt.Errorf("%w: %v", errMalformed, err)
+	return ftslerr.Errorf("%w: %v", errMalformed, err)
 }

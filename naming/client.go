@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -78,7 +77,7 @@ func (c *Client) Unbind(ctx context.Context, name string) error {
 // binding stays and UnbindVersion fails with ErrVersionMismatch.
 func (c *Client) UnbindVersion(ctx context.Context, name string, version uint64) error {
 	if version == 0 {
-		return fmt.Errorf("%w: unbind %q: version 0 (pass the version of the binding to remove)", ErrBadRequest, name)
+		return ftslerr.Errorf("%w: unbind %q: version 0 (pass the version of the binding to remove)", ErrBadRequest, name)
 	}
 	_, err := c.do(ctx, "unbind", http.MethodDelete, name, url.Values{"version": {strconv.FormatUint(version, 10)}}, nil)
 	return err
@@ -152,7 +151,7 @@ func (c *Client) do(ctx context.Context, op, method, name string, q url.Values, 
 		return Binding{}, ftslerr.Errorf("ftsl: naming: %s %q: reading the answer: %w", op, name, err)
 	}
 	if len(data) > MaxBodyBytes {
-		return Binding{}, fmt.Errorf("%w: %s %q: answer larger than %d bytes", ErrServer, op, name, MaxBodyBytes)
+		return Binding{}, ftslerr.Errorf("%w: %s %q: answer larger than %d bytes", ErrServer, op, name, MaxBodyBytes)
 	}
 	if resp.StatusCode/100 == 2 {
 		return decodeAnswer(op, name, method, data)
@@ -168,7 +167,7 @@ func (c *Client) do(ctx context.Context, op, method, name string, q url.Values, 
 		// Every 404 of the API carries an index: this one is about the path, not the name.
 		sentinel, msg = ErrServer, msg+" (no "+IndexHeader+": is BaseURL a naming server?)"
 	}
-	err = fmt.Errorf("%w: %s %q: %d %s", sentinel, op, name, resp.StatusCode, msg)
+	err = ftslerr.Errorf("%w: %s %q: %d %s", sentinel, op, name, resp.StatusCode, msg)
 	if sentinel == ErrNotFound {
 		return Binding{Name: name, Version: index}, err
 	}
@@ -180,14 +179,14 @@ func (c *Client) do(ctx context.Context, op, method, name string, q url.Values, 
 func decodeAnswer(op, name, method string, data []byte) (Binding, error) {
 	var b Binding
 	if err := json.Unmarshal(data, &b); err != nil {
-		return Binding{}, fmt.Errorf("%w: %s %q: answer is not a binding: %v", ErrServer, op, name, err)
+		return Binding{}, ftslerr.Errorf("%w: %s %q: answer is not a binding: %v", ErrServer, op, name, err)
 	}
 	if b.Name != name || b.Version == 0 {
-		return Binding{}, fmt.Errorf("%w: %s %q: answer is about %q at version %d", ErrServer, op, name, truncate(b.Name), b.Version)
+		return Binding{}, ftslerr.Errorf("%w: %s %q: answer is about %q at version %d", ErrServer, op, name, truncate(b.Name), b.Version)
 	}
 	if method != http.MethodDelete {
 		if err := validAddr(b.Addr); err != nil {
-			return Binding{}, fmt.Errorf("%w: %s %q: answer's address: %v", ErrServer, op, name, err)
+			return Binding{}, ftslerr.Errorf("%w: %s %q: answer's address: %v", ErrServer, op, name, err)
 		}
 	}
 	return b, nil

@@ -3,7 +3,6 @@ package naming
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -181,7 +180,7 @@ func (r *Resolver) Resolve(ctx context.Context, name string) (string, error) {
 func (r *Resolver) answerLocked(e *watched) (string, error) {
 	e.resolved = e.gen
 	if !e.bound {
-		return "", fmt.Errorf("%w: resolve %q: not bound at version %d", ErrNotFound, e.name, e.version)
+		return "", ftslerr.Errorf("%w: resolve %q: not bound at version %d", ErrNotFound, e.name, e.version)
 	}
 	return e.addr, nil
 }

@@ -2,7 +2,6 @@ package naming
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -41,7 +40,7 @@ func (r *SRVResolver) Resolve(ctx context.Context, name string) (string, error) 
 	}
 	rec := r.pick(recs)
 	if rec == nil {
-		return "", fmt.Errorf("%w: no usable SRV record for %q", ErrNotFound, truncate(name))
+		return "", ftslerr.Errorf("%w: no usable SRV record for %q", ErrNotFound, truncate(name))
 	}
 	// The trailing dot of a fully qualified target would end up in TLS's ServerName.
 	return net.JoinHostPort(strings.TrimSuffix(rec.Target, "."), strconv.Itoa(int(rec.Port))), nil

@@ -2,8 +2,9 @@ package naming
 
 import (
 	"context"
-	"fmt"
 	"sync"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // StaticResolver resolves names from a map that the application changes at run time with Set
@@ -40,7 +41,7 @@ func NewStaticResolver(addrs map[string]string) (*StaticResolver, error) {
 // Names are free-form here (a client dials by the name it asks about), addresses are checked.
 func (s *StaticResolver) Set(name, addr string) error {
 	if err := validAddr(addr); err != nil {
-		return fmt.Errorf("%w (setting %q)", err, truncate(name))
+		return ftslerr.Errorf("%w (setting %q)", err, truncate(name))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -84,11 +85,11 @@ func (s *StaticResolver) Resolve(_ context.Context, name string) (string, error)
 	defer s.mu.Unlock()
 	e := s.names[name]
 	if e == nil {
-		return "", fmt.Errorf("%w: resolve %q: not set", ErrNotFound, truncate(name))
+		return "", ftslerr.Errorf("%w: resolve %q: not set", ErrNotFound, truncate(name))
 	}
 	e.resolved = e.gen
 	if e.addr == "" {
-		return "", fmt.Errorf("%w: resolve %q: deleted", ErrNotFound, truncate(name))
+		return "", ftslerr.Errorf("%w: resolve %q: deleted", ErrNotFound, truncate(name))
 	}
 	return e.addr, nil
 }

@@ -92,7 +92,7 @@ func (d *Delivery) Refuse(reason error) error {
 // takeLocked closes d, or says why it cannot be settled.
 func (d *Delivery) takeLocked() error {
 	if !d.open {
-		return fmt.Errorf("%w: message %d, attempt %d", ErrNotCurrent, d.ID, d.Attempt)
+		return ftslerr.Errorf("%w: message %d, attempt %d", ErrNotCurrent, d.ID, d.Attempt)
 	}
 	d.open = false
 	if d.s.current == d {
@@ -349,7 +349,7 @@ const maxHandlers = 1 << 12
 func (s *Session) call(ctx context.Context, handler func(context.Context, *Delivery) error, d *Delivery) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %v", ErrHandlerPanic, r)
+			err = ftslerr.Errorf("%w: %v", ErrHandlerPanic, r)
 			s.cfg.Core.Logger.Error().Uint64("session", s.id).Uint64("message", d.ID).
 				Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).Msg("oneway handler panicked; attempt failed")
 		}

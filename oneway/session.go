@@ -258,7 +258,7 @@ func (s *Session) PostShared(prefix, shared []byte) error {
 func (s *Session) takeTurn() error {
 	for {
 		if s.roomWait.Load() {
-			return fmt.Errorf("%w: another Send is waiting for room", ErrBufferFull)
+			return ftslerr.Errorf("%w: another Send is waiting for room", ErrBufferFull)
 		}
 		runtime.Gosched()
 		select {
@@ -346,10 +346,10 @@ func (s *Session) sendableLocked() error {
 		return s.endErr
 	}
 	if s.exporting {
-		return fmt.Errorf("%w: its listener is exporting it", ErrSessionMoved)
+		return ftslerr.Errorf("%w: its listener is exporting it", ErrSessionMoved)
 	}
 	if s.closing {
-		return fmt.Errorf("%w: no new messages once Close was called", ErrSessionClosed)
+		return ftslerr.Errorf("%w: no new messages once Close was called", ErrSessionClosed)
 	}
 	return nil
 }
@@ -522,7 +522,7 @@ func (s *Session) stateChangedLocked(st core.State, err error) (closed func(erro
 		}
 		s.ended = true
 		if err == nil {
-			err = fmt.Errorf("%w by Close", ErrSessionClosed)
+			err = ftslerr.Errorf("%w by Close", ErrSessionClosed)
 		}
 		s.endErr = err
 		// Every ticket still pending ends now: the session can no longer tell.

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -249,11 +248,11 @@ func (c *Client) dispatch() {
 				sub := c.subs[n.SID]
 				c.mu.Unlock()
 				if sub != nil {
-					c.event(events.SlowConsumer, sub.subject, fmt.Errorf("%w: %s", ErrSlowConsumer, n.Text))
+					c.event(events.SlowConsumer, sub.subject, ftslerr.Errorf("%w: %s", ErrSlowConsumer, n.Text))
 				}
 			}
 		default:
-			_ = d.Reject(fmt.Errorf("%w: op %d", wire.ErrMalformed, wire.Op(d.Data)))
+			_ = d.Reject(ftslerr.Errorf("%w: op %d", wire.ErrMalformed, wire.Op(d.Data)))
 		}
 	}
 }
@@ -322,7 +321,7 @@ func (c *Client) failPending(err error) {
 	c.checkDrainedLocked()
 	c.mu.Unlock()
 	for _, t := range pending {
-		t.end(Outcome{}, fmt.Errorf("%w: %w", err, errNoOutcome))
+		t.end(Outcome{}, ftslerr.Errorf("%w: %w", err, errNoOutcome))
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/ftsl-go/ftsl/events"
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/ftsl-go/ftsl/oneway"
 	"github.com/ftsl-go/ftsl/pubsub/internal/subjects"
 	"github.com/ftsl-go/ftsl/pubsub/internal/wire"
@@ -132,7 +133,7 @@ func (m *member) handle(d *oneway.Delivery) error {
 		}
 		return m.hub.route(m, p)
 	}
-	return fmt.Errorf("%w: op %d", wire.ErrMalformed, op)
+	return ftslerr.Errorf("%w: op %d", wire.ErrMalformed, op)
 }
 
 // intern returns b as a string, the same one each time it sees the same bytes, for a bounded

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/ftsl-go/ftsl/events"
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/ftsl-go/ftsl/oneway"
 	"github.com/ftsl-go/ftsl/pubsub/internal/subjects"
 	"github.com/ftsl-go/ftsl/pubsub/internal/wire"
@@ -263,7 +264,7 @@ func (s *Subscription) run() {
 func (s *Subscription) call(m *Msg) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %v", oneway.ErrHandlerPanic, r)
+			err = ftslerr.Errorf("%w: %v", oneway.ErrHandlerPanic, r)
 			s.c.log.Error().Str("subject", m.Subject).Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).
 				Msg("pubsub handler panicked; attempt failed")
 		}

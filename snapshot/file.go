@@ -98,7 +98,7 @@ func (hw *hashWriter) write(b []byte) {
 // refuses a snapshot over DefaultMaxBytes, which ReadFile would refuse.
 func (s *Snapshot) WriteFile(path string) (err error) {
 	if size := s.Size(); size > DefaultMaxBytes {
-		return fmt.Errorf("%w: %d bytes, above DefaultMaxBytes %d that ReadFile reads", ErrTooLarge, size, DefaultMaxBytes)
+		return ftslerr.Errorf("%w: %d bytes, above DefaultMaxBytes %d that ReadFile reads", ErrTooLarge, size, DefaultMaxBytes)
 	}
 	dir, name := filepath.Split(path)
 	if dir == "" {
@@ -190,10 +190,10 @@ func (rd *reader) snapshot() (*Snapshot, error) {
 	rd.consumed(hdr[:n])
 	switch {
 	case !bytes.HasPrefix([]byte(magic), hdr[:n]):
-		return nil, fmt.Errorf("%w: it begins with %q, not %q", ErrNotSnapshot, hdr[:n], magic)
+		return nil, ftslerr.Errorf("%w: it begins with %q, not %q", ErrNotSnapshot, hdr[:n], magic)
 	case n < len(magic):
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return nil, fmt.Errorf("%w: header at offset 0: the input ends after %d of its %d bytes", ErrTruncated, n, headerLen)
+			return nil, ftslerr.Errorf("%w: header at offset 0: the input ends after %d of its %d bytes", ErrTruncated, n, headerLen)
 		}
 		return nil, ftslerr.Errorf("ftsl: snapshot: reading the header: %w", err)
 	}
@@ -204,14 +204,14 @@ func (rd *reader) snapshot() (*Snapshot, error) {
 	count := binary.BigEndian.Uint32(hdr[12:])
 	switch {
 	case version > formatVersion:
-		return nil, fmt.Errorf("%w: format version %d, this reader reads version %d", ErrNewerVersion, version, formatVersion)
+		return nil, ftslerr.Errorf("%w: format version %d, this reader reads version %d", ErrNewerVersion, version, formatVersion)
 	case version == 0:
-		return nil, fmt.Errorf("%w: header at offset 8: format version 0", ErrCorrupt)
+		return nil, ftslerr.Errorf("%w: header at offset 8: format version 0", ErrCorrupt)
 	case flags != 0:
 		// Version 1 defines no flag: a later format that needs one has a version of its own.
-		return nil, fmt.Errorf("%w: header at offset 10: flags %#04x, version 1 defines none", ErrCorrupt, flags)
+		return nil, ftslerr.Errorf("%w: header at offset 10: flags %#04x, version 1 defines none", ErrCorrupt, flags)
 	case int64(count) > (rd.max-headerLen-trailerLen)/(sectionOverhead+1):
-		return nil, fmt.Errorf("%w: header at offset 12: %d sections cannot fit in %d bytes", ErrTooLarge, count, rd.max)
+		return nil, ftslerr.Errorf("%w: header at offset 12: %d sections cannot fit in %d bytes", ErrTooLarge, count, rd.max)
 	}
 	s := &Snapshot{sections: make([]section, 0, min(count, 16))}
 	seen := make(map[string]bool, min(count, 16))
@@ -228,11 +228,11 @@ func (rd *reader) snapshot() (*Snapshot, error) {
 		return nil, err
 	}
 	if got := binary.BigEndian.Uint64(tr[:]); got != want {
-		return nil, fmt.Errorf("%w: trailer at offset %d: checksum %016x, the file before it hashes to %016x", ErrCorrupt, rd.off-trailerLen, got, want)
+		return nil, ftslerr.Errorf("%w: trailer at offset %d: checksum %016x, the file before it hashes to %016x", ErrCorrupt, rd.off-trailerLen, got, want)
 	}
 	switch _, err := rd.r.ReadByte(); {
 	case err == nil:
-		return nil, fmt.Errorf("%w: bytes follow the trailer at offset %d", ErrCorrupt, rd.off)
+		return nil, ftslerr.Errorf("%w: bytes follow the trailer at offset %d", ErrCorrupt, rd.off)
 	case err != io.EOF:
 		return nil, ftslerr.Errorf("ftsl: snapshot: reading past the trailer: %w", err)
 	}
@@ -249,7 +249,7 @@ func (rd *reader) section(i int, seen map[string]bool) (section, error) {
 	}
 	n := int(b[0])
 	if n == 0 || n > maxNameLen {
-		return section{}, fmt.Errorf("%w: %s at offset %d: name length %d, not 1 to %d", ErrCorrupt, where, start, n, maxNameLen)
+		return section{}, ftslerr.Errorf("%w: %s at offset %d: name length %d, not 1 to %d", ErrCorrupt, where, start, n, maxNameLen)
 	}
 	nb := make([]byte, n)
 	if err := rd.full(nb, where+" name", start); err != nil {
@@ -258,10 +258,10 @@ func (rd *reader) section(i int, seen map[string]bool) (section, error) {
 	name := string(nb)
 	where = fmt.Sprintf("section %d %q", i, name)
 	if err := checkName(name); err != nil {
-		return section{}, fmt.Errorf("%w: %s at offset %d: %v", ErrCorrupt, where, start, err)
+		return section{}, ftslerr.Errorf("%w: %s at offset %d: %v", ErrCorrupt, where, start, err)
 	}
 	if seen[name] {
-		return section{}, fmt.Errorf("%w: %s at offset %d: a second section of that name", ErrCorrupt, where, start)
+		return section{}, ftslerr.Errorf("%w: %s at offset %d: a second section of that name", ErrCorrupt, where, start)
 	}
 	seen[name] = true
 	if err := rd.full(b[:], where+" data length", start); err != nil {
@@ -269,7 +269,7 @@ func (rd *reader) section(i int, seen map[string]bool) (section, error) {
 	}
 	size := binary.BigEndian.Uint64(b[:])
 	if left := rd.max - rd.off - 8 - trailerLen; size > uint64(max(left, 0)) || size > math.MaxInt {
-		return section{}, fmt.Errorf("%w: %s at offset %d: %d bytes of data, the file would exceed %d bytes", ErrTooLarge, where, start, size, rd.max)
+		return section{}, ftslerr.Errorf("%w: %s at offset %d: %d bytes of data, the file would exceed %d bytes", ErrTooLarge, where, start, size, rd.max)
 	}
 	data, err := rd.data(int(size), where, start)
 	if err != nil {
@@ -279,7 +279,7 @@ func (rd *reader) section(i int, seen map[string]bool) (section, error) {
 		return section{}, err
 	}
 	if got, want := binary.BigEndian.Uint64(b[:]), sectionSum(name, data); got != want {
-		return section{}, fmt.Errorf("%w: %s at offset %d: checksum %016x, the section hashes to %016x", ErrCorrupt, where, start, got, want)
+		return section{}, ftslerr.Errorf("%w: %s at offset %d: checksum %016x, the section hashes to %016x", ErrCorrupt, where, start, got, want)
 	}
 	return section{name: name, data: data}, nil
 }
@@ -300,7 +300,7 @@ func (rd *reader) data(n int, where string, start int64) ([]byte, error) {
 		buf = buf[:len(buf)+k]
 		if err != nil {
 			if err == io.EOF || err == io.ErrUnexpectedEOF {
-				return nil, fmt.Errorf("%w: %s at offset %d: the input ends after %d of its %d bytes of data", ErrTruncated, where, start, len(buf), n)
+				return nil, ftslerr.Errorf("%w: %s at offset %d: the input ends after %d of its %d bytes of data", ErrTruncated, where, start, len(buf), n)
 			}
 			return nil, ftslerr.Errorf("ftsl: snapshot: reading %s at offset %d: %w", where, start, err)
 		}
@@ -312,7 +312,7 @@ func (rd *reader) data(n int, where string, start int64) ([]byte, error) {
 // for the error message.
 func (rd *reader) full(b []byte, where string, start int64) error {
 	if rd.off+int64(len(b)) > rd.max {
-		return fmt.Errorf("%w: %s at offset %d: the file goes past %d bytes", ErrTooLarge, where, rd.off, rd.max)
+		return ftslerr.Errorf("%w: %s at offset %d: the file goes past %d bytes", ErrTooLarge, where, rd.off, rd.max)
 	}
 	n, err := io.ReadFull(rd.r, b)
 	rd.consumed(b[:n])
@@ -320,7 +320,7 @@ func (rd *reader) full(b []byte, where string, start int64) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("%w: %s at offset %d: the input ends at offset %d", ErrTruncated, where, start, rd.off)
+		return ftslerr.Errorf("%w: %s at offset %d: the input ends at offset %d", ErrTruncated, where, start, rd.off)
 	}
 	return ftslerr.Errorf("ftsl: snapshot: reading %s at offset %d: %w", where, start, err)
 }

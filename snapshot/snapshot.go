@@ -3,7 +3,6 @@ package snapshot
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"reflect"
 
 	"github.com/ftsl-go/ftsl/core"
@@ -106,7 +105,7 @@ func (s *Snapshot) Bytes(name string) ([]byte, error) {
 			return s.sections[i].data, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: %q", ErrNoSection, name)
+	return nil, ftslerr.Errorf("%w: %q", ErrNoSection, name)
 }
 
 // Names returns the names of the sections, in file order.
@@ -144,13 +143,13 @@ func (s *Snapshot) set(name string, b []byte) {
 // other tools (lower case, no spaces or separators).
 func checkName(name string) error {
 	if len(name) == 0 || len(name) > maxNameLen {
-		return fmt.Errorf("%w: %q has %d bytes, not 1 to %d", ErrInvalidName, name, len(name), maxNameLen)
+		return ftslerr.Errorf("%w: %q has %d bytes, not 1 to %d", ErrInvalidName, name, len(name), maxNameLen)
 	}
 	for i := 0; i < len(name); i++ {
 		switch c := name[i]; {
 		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
 		default:
-			return fmt.Errorf("%w: %q: byte %#02x at %d is not one of [a-z0-9._-]", ErrInvalidName, name, c, i)
+			return ftslerr.Errorf("%w: %q: byte %#02x at %d is not one of [a-z0-9._-]", ErrInvalidName, name, c, i)
 		}
 	}
 	return nil

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/ftsl-go/ftsl/internal/cmdlog"
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 
 	"github.com/rs/zerolog"
 
@@ -97,7 +98,7 @@ Flags:
 		fs.PrintDefaults()
 		return nil, err
 	} else if err != nil {
-		return nil, fmt.Errorf("%w (ftsl-naming -h lists the flags)", err)
+		return nil, ftslerr.Errorf("%w (ftsl-naming -h lists the flags)", err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags start with -)", fs.Arg(0))

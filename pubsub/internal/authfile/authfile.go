@@ -147,13 +147,13 @@ func (f *File) Authenticate(ctx context.Context, c pubsub.ConnectInfo) (*pubsub.
 	switch {
 	case c.Token != "":
 		if c.User != "" || c.Password != "" {
-			return nil, fmt.Errorf("%w: a token or a user and password, not both", ErrBadCredential)
+			return nil, ftslerr.Errorf("%w: a token or a user and password, not both", ErrBadCredential)
 		}
 		return f.byToken(c.Token)
 	case c.User != "":
 		return f.byPassword(ctx, c.User, c.Password)
 	case c.Password != "":
-		return nil, fmt.Errorf("%w: a password needs a user", ErrBadCredential)
+		return nil, ftslerr.Errorf("%w: a password needs a user", ErrBadCredential)
 	}
 	if cn, ok := verifiedCN(c.TLS); ok {
 		if p := f.certs[cn]; p != nil {
@@ -285,7 +285,7 @@ func Load(path string, opts Options) (*File, error) {
 		return nil, ftslerr.Errorf("ftsl: auth file: %w", err)
 	}
 	if len(data) > MaxFileSize {
-		return nil, fmt.Errorf("%w: %s: larger than %d bytes", ErrInvalid, path, MaxFileSize)
+		return nil, ftslerr.Errorf("%w: %s: larger than %d bytes", ErrInvalid, path, MaxFileSize)
 	}
 	return Parse(path, data, st.Mode(), opts)
 }
@@ -304,7 +304,7 @@ func Parse(name string, data []byte, mode fs.FileMode, opts Options) (*File, err
 	}
 	f := p.f
 	if f.Users() == 0 && f.anonymous == nil {
-		return nil, fmt.Errorf("%w: %s: no users and no anonymous entry: nobody could connect", ErrInvalid, name)
+		return nil, ftslerr.Errorf("%w: %s: no users and no anonymous entry: nobody could connect", ErrInvalid, name)
 	}
 	f.slots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
 	f.decoy = passUser{digest: make([]byte, sha256.Size)}
@@ -584,5 +584,5 @@ func (p *parser) errorf(line int, field, format string, args ...any) error {
 	if field != "" {
 		field = " " + field + ":"
 	}
-	return fmt.Errorf("%w: %s:%d:%s %s", ErrInvalid, p.name, line, field, fmt.Sprintf(format, args...))
+	return ftslerr.Errorf("%w: %s:%d:%s %s", ErrInvalid, p.name, line, field, fmt.Sprintf(format, args...))
 }

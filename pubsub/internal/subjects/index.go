@@ -2,7 +2,6 @@ package subjects
 
 import (
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -170,7 +169,7 @@ func New[T any](cfg Config) (*Index[T], error) {
 // returns see s.
 func (ix *Index[T]) Insert(s *Subscription[T]) error {
 	if s == nil {
-		return fmt.Errorf("%w: nil subscription", ErrInvalidSubject)
+		return ftslerr.Errorf("%w: nil subscription", ErrInvalidSubject)
 	}
 	if err := ValidateSubscribe(s.subject, ix.maxLen); err != nil {
 		return err

@@ -1,9 +1,10 @@
 package subjects
 
 import (
-	"fmt"
 	"math"
 	"strings"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // Rules say which subjects a client may use, with NATS's semantics: a list of allow patterns
@@ -42,7 +43,7 @@ func compile(list string, patterns []string, maxLen int) ([][]string, *trie[stru
 	t := &trie[struct{}]{}
 	for i, p := range patterns {
 		if err := ValidateSubscribe(p, maxLen); err != nil {
-			return nil, nil, fmt.Errorf("%w (Rules %s[%d])", err, list, i)
+			return nil, nil, ftslerr.Errorf("%w (Rules %s[%d])", err, list, i)
 		}
 		p = strings.Clone(p)
 		toks[i] = strings.Split(p, ".")

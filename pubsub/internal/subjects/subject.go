@@ -7,6 +7,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // DefaultMaxLength is the longest subject, pattern or queue name, in bytes, accepted when a
@@ -154,22 +156,22 @@ func explain(what, s string, p problem, at int) error {
 	case probNone:
 		return nil
 	case probEmpty:
-		return fmt.Errorf("%w: empty %s", ErrInvalidSubject, what)
+		return ftslerr.Errorf("%w: empty %s", ErrInvalidSubject, what)
 	case probTooLong:
-		return fmt.Errorf("%w: %s %s is %d bytes, over the limit of %d", ErrInvalidSubject, what, clip(s), len(s), at)
+		return ftslerr.Errorf("%w: %s %s is %d bytes, over the limit of %d", ErrInvalidSubject, what, clip(s), len(s), at)
 	case probEmptyToken:
-		return fmt.Errorf("%w: %s %s has an empty token at byte %d", ErrInvalidSubject, what, clip(s), at)
+		return ftslerr.Errorf("%w: %s %s has an empty token at byte %d", ErrInvalidSubject, what, clip(s), at)
 	case probFullNotLast:
-		return fmt.Errorf("%w: %s %s has a token after \">\" (at byte %d); \">\" must be the last token", ErrInvalidSubject, what, clip(s), at)
+		return ftslerr.Errorf("%w: %s %s has a token after \">\" (at byte %d); \">\" must be the last token", ErrInvalidSubject, what, clip(s), at)
 	case probWildcard:
-		return fmt.Errorf("%w: %s %s has the wildcard %q at byte %d; publish to a literal subject", ErrInvalidSubject, what, clip(s), s[at], at)
+		return ftslerr.Errorf("%w: %s %s has the wildcard %q at byte %d; publish to a literal subject", ErrInvalidSubject, what, clip(s), s[at], at)
 	case probSpace:
 		r, _ := utf8.DecodeRuneInString(s[at:])
-		return fmt.Errorf("%w: %s %s has whitespace or a control character (%U) at byte %d", ErrInvalidSubject, what, clip(s), r, at)
+		return ftslerr.Errorf("%w: %s %s has whitespace or a control character (%U) at byte %d", ErrInvalidSubject, what, clip(s), r, at)
 	case probUTF8:
-		return fmt.Errorf("%w: %s %s is not valid UTF-8 at byte %d", ErrInvalidSubject, what, clip(s), at)
+		return ftslerr.Errorf("%w: %s %s is not valid UTF-8 at byte %d", ErrInvalidSubject, what, clip(s), at)
 	}
-	return fmt.Errorf("%w: %s %s", ErrInvalidSubject, what, clip(s))
+	return ftslerr.Errorf("%w: %s %s", ErrInvalidSubject, what, clip(s))
 }
 
 // clip quotes s for an error message, cut short so that a hostile megabyte-long subject does

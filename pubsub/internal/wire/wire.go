@@ -25,6 +25,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/ftsl-go/ftsl/internal/ftslerr"
 )
 
 // Version is the protocol version a client announces in CONNECT.
@@ -198,7 +200,7 @@ type decoder struct {
 
 func (d *decoder) fail(what string) {
 	if d.err == nil {
-		d.err = fmt.Errorf("%w: %s", ErrMalformed, what)
+		d.err = ftslerr.Errorf("%w: %s", ErrMalformed, what)
 	}
 }
 

@@ -240,14 +240,28 @@ func (s *Session) TrySendShared(prefix, shared []byte, level AckLevel) (*Ticket,
 // send queues data: it waits for room (and for its turn among senders) only if block, and keeps
 // data by reference if shared.
 func (s *Session) send(ctx context.Context, prefix, data []byte, level AckLevel, block, shared bool) (*Ticket, error) {
-	return s.sendTicket(ctx, prefix, data, level, block, shared, true)
+	return s.sendTicket(ctx, prefix, data, level, block, shared, true, nil)
+}
+
+// TrySendSharedDeferred is TrySendShared that leaves waking the session's writer to f (see
+// Flusher): a sender fanning many messages out to many sessions wakes each writer once per
+// burst. The caller must call f.Flush. With a nil f it is TrySendShared.
+func (s *Session) TrySendSharedDeferred(f *Flusher, prefix, shared []byte, level AckLevel) (*Ticket, error) {
+	return s.sendTicket(context.Background(), prefix, shared, level, false, true, true, f)
 }
 
 // PostShared is TrySendShared at AckNone without a ticket: fire and forget, for a sender that
 // follows nothing (a pubsub hub fanning out a message nobody asked to hear about), so it pays
 // for no ticket at all.
 func (s *Session) PostShared(prefix, shared []byte) error {
-	_, err := s.sendTicket(context.Background(), prefix, shared, AckNone, false, true, false)
+	_, err := s.sendTicket(context.Background(), prefix, shared, AckNone, false, true, false, nil)
+	return err
+}
+
+// PostSharedDeferred is PostShared that leaves waking the session's writer to f (see Flusher).
+// The caller must call f.Flush. With a nil f it is PostShared.
+func (s *Session) PostSharedDeferred(f *Flusher, prefix, shared []byte) error {
+	_, err := s.sendTicket(context.Background(), prefix, shared, AckNone, false, true, false, f)
 	return err
 }
 
@@ -268,8 +282,9 @@ func (s *Session) takeTurn() error {
 	}
 }
 
-// sendTicket is send, making a ticket only if ticket.
-func (s *Session) sendTicket(ctx context.Context, prefix, data []byte, level AckLevel, block, shared, ticket bool) (*Ticket, error) {
+// sendTicket is send, making a ticket only if ticket, and leaving the writer's wake-up to f if
+// it is not nil (never with block: a blocked send must not wait for a writer nobody woke).
+func (s *Session) sendTicket(ctx context.Context, prefix, data []byte, level AckLevel, block, shared, ticket bool, f *Flusher) (*Ticket, error) {
 	select {
 	case s.sendSem <- struct{}{}: // no other sender: the common case, without a select
 	default:
@@ -306,7 +321,7 @@ func (s *Session) sendTicket(ctx context.Context, prefix, data []byte, level Ack
 	var mid uint64
 	var err error
 	if shared {
-		mid, err = s.cs.TrySendShared(prefix, data, level)
+		mid, err = s.cs.TrySendSharedDeferred(f, prefix, data, level)
 	} else {
 		mid, err = s.cs.TrySendParts(prefix, data, level)
 	}

@@ -26,6 +26,9 @@ type member struct {
 	refused   bool
 	strings   map[string]string // subjects seen, so routing allocates no string per publish
 	hdr       []byte            // scratch for MSG headers
+	// flush holds the wake-ups of the subscribers' writers for what one drain routed: each
+	// writer is woken once per drain, not once per message.
+	flush oneway.Flusher
 
 	// Set once by CONNECT, read by everyone after.
 	identity string
@@ -73,6 +76,7 @@ const inboxPrefix = "_INBOX."
 func (m *member) drain() {
 	m.drainMu.Lock()
 	defer m.drainMu.Unlock()
+	defer m.flush.Flush() // (first: drainMu still held, as the Flusher is drain's own)
 	for {
 		if m.hub.paused.Load() {
 			return // Continue drains again
@@ -112,6 +116,7 @@ func (m *member) handle(d *oneway.Delivery) error {
 	}
 	switch op {
 	case wire.OpConnect:
+		m.flush.Flush() // Authenticate may take its time: what was routed before goes now
 		return m.connect(d.Data)
 	case wire.OpSub:
 		s, err := wire.DecodeSub(d.Data)
@@ -130,7 +135,7 @@ func (m *member) handle(d *oneway.Delivery) error {
 		if err != nil {
 			return err
 		}
-		return m.hub.route(m, p)
+		return m.hub.route(m, p, &m.flush)
 	}
 	return fmt.Errorf("%w: op %d", wire.ErrMalformed, op)
 }

@@ -25,6 +25,7 @@ type member struct {
 	connected bool
 	refused   bool
 	strings   map[string]string // subjects seen, so routing allocates no string per publish
+	recent    [2]string         // the last two strings intern returned, found without hashing
 	hdr       []byte            // scratch for MSG headers
 	// flush holds the wake-ups of the subscribers' writers for what one drain routed: each
 	// writer is woken once per drain, not once per message.
@@ -143,14 +144,20 @@ func (m *member) handle(d *oneway.Delivery) error {
 // intern returns b as a string, the same one each time it sees the same bytes, for a bounded
 // number of distinct strings.
 func (m *member) intern(b []byte) string {
-	if s, ok := m.strings[string(b)]; ok {
-		return s
+	for _, s := range m.recent {
+		if string(b) == s {
+			return s
+		}
 	}
-	s := string(b)
-	if m.strings == nil || len(m.strings) >= 1024 {
-		m.strings = make(map[string]string)
+	s, ok := m.strings[string(b)]
+	if !ok {
+		s = string(b)
+		if m.strings == nil || len(m.strings) >= 1024 {
+			m.strings = make(map[string]string)
+		}
+		m.strings[s] = s
 	}
-	m.strings[s] = s
+	m.recent[1], m.recent[0] = m.recent[0], s
 	return s
 }
 

@@ -10,24 +10,24 @@ import (
 // message ID once msg is copied into the sent buffer; msg may be reused at once. It blocks while
 // the buffer is full, until ctx ends. Messages longer than MaxFramePayload are sent in chunks.
 func (s *Session) Send(ctx context.Context, msg []byte, level AckLevel) (uint64, error) {
-	return s.send(ctx, nil, msg, level, true, false)
+	return s.send(ctx, nil, msg, level, true, false, nil)
 }
 
 // TrySend is Send that never blocks: it returns ErrBufferFull when msg does not fit now.
 func (s *Session) TrySend(msg []byte, level AckLevel) (uint64, error) {
-	return s.send(context.Background(), nil, msg, level, false, false)
+	return s.send(context.Background(), nil, msg, level, false, false, nil)
 }
 
 // SendParts is Send of the message prefix followed by msg, both copied: a caller with a header
 // and a body need not join them first.
 func (s *Session) SendParts(ctx context.Context, prefix, msg []byte, level AckLevel) (uint64, error) {
-	return s.send(ctx, prefix, msg, level, true, false)
+	return s.send(ctx, prefix, msg, level, true, false, nil)
 }
 
 // TrySendParts is SendParts that never blocks: it returns ErrBufferFull when the message does not
 // fit now.
 func (s *Session) TrySendParts(prefix, msg []byte, level AckLevel) (uint64, error) {
-	return s.send(context.Background(), prefix, msg, level, false, false)
+	return s.send(context.Background(), prefix, msg, level, false, false, nil)
 }
 
 // SendShared is Send for a message sent to many sessions at once (a fan-out): the message is
@@ -39,19 +39,27 @@ func (s *Session) TrySendParts(prefix, msg []byte, level AckLevel) (uint64, erro
 // anyway, which is cheaper. The message counts in full against SendBufferBytes and the peer's
 // credit.
 func (s *Session) SendShared(ctx context.Context, prefix, shared []byte, level AckLevel) (uint64, error) {
-	return s.send(ctx, prefix, shared, level, true, true)
+	return s.send(ctx, prefix, shared, level, true, true, nil)
 }
 
 // TrySendShared is SendShared that never blocks: it returns ErrBufferFull when the message does
 // not fit now, so one slow receiver never holds up a fan-out to the others.
 func (s *Session) TrySendShared(prefix, shared []byte, level AckLevel) (uint64, error) {
-	return s.send(context.Background(), prefix, shared, level, false, true)
+	return s.send(context.Background(), prefix, shared, level, false, true, nil)
+}
+
+// TrySendSharedDeferred is TrySendShared that leaves waking the session's writer to f: the
+// message is in the sent buffer when it returns, as with TrySendShared, but goes on the wire only
+// once f.Flush is called (or once the session's deferred bytes reach a bound). The caller must
+// call f.Flush (see Flusher). With a nil f it is TrySendShared.
+func (s *Session) TrySendSharedDeferred(f *Flusher, prefix, shared []byte, level AckLevel) (uint64, error) {
+	return s.send(context.Background(), prefix, shared, level, false, true, f)
 }
 
 // send queues prefix‖msg. Without wait (TrySend) it fails with ErrBufferFull rather than block. (A
 // sentinel context cannot say this: context.Background() values compare equal.) With shared,
-// long enough parts of msg are kept by reference.
-func (s *Session) send(ctx context.Context, prefix, msg []byte, level AckLevel, wait, shared bool) (uint64, error) {
+// long enough parts of msg are kept by reference. With f, the writer's wake-up is left to f.
+func (s *Session) send(ctx context.Context, prefix, msg []byte, level AckLevel, wait, shared bool, f *Flusher) (uint64, error) {
 	if level > AckProcessed {
 		return 0, ftslerr.Errorf("ftsl: invalid ack level %d", level)
 	}
@@ -107,7 +115,9 @@ func (s *Session) send(ctx context.Context, prefix, msg []byte, level AckLevel, 
 	s.stats.MessagesSent++
 	s.stats.BytesSent += uint64(n)
 	s.wakeSendersLocked()
-	if l := s.link; quiet && s.writerIdle && s.writingOn == nil && l != nil && l.raw != nil {
+	if f != nil {
+		s.deferLocked(f, cost)
+	} else if l := s.link; quiet && s.writerIdle && s.writingOn == nil && l != nil && l.raw != nil {
 		s.writeInlineLocked(l)
 	} else {
 		s.wakeWriterLocked()

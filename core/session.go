@@ -220,6 +220,10 @@ type Session struct {
 	pingSent    time.Time
 	closing     closing
 	abortFrame  []byte // ABORT to write, then drop the link: set when the session ends with one
+	// deferIn is the Flusher whose Flush wakes the writer for frames that deferred sends
+	// appended (nil if none waits); deferBytes is their cost since the writer was last woken.
+	deferIn    *Flusher
+	deferBytes uint64
 
 	notes     []note
 	spare     []note

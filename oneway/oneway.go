@@ -47,6 +47,11 @@ const (
 	AckProcessed = core.AckProcessed
 )
 
+// Flusher defers the writer wake-ups of sends to many sessions until its Flush: see core.Flusher,
+// Session.TrySendSharedDeferred and Session.PostSharedDeferred. The caller must Flush after its
+// last deferred send and before anything that can block.
+type Flusher = core.Flusher
+
 // Status is where a sent message is: pending, then delivered, then processed or failed.
 type Status = events.Status
 

@@ -95,8 +95,8 @@ func (d *Delivery) takeLocked() error {
 		return ftslerr.Errorf("%w: message %d, attempt %d", ErrNotCurrent, d.ID, d.Attempt)
 	}
 	d.open = false
-	if d.s.current == d {
-		d.s.current = nil
+	if d.s.current.Load() == d {
+		d.s.current.Store(nil)
 	}
 	if d.Attempt > 1 {
 		delete(d.s.heldAttempts, d.ID)
@@ -134,9 +134,20 @@ func (s *Session) failLocked(d *Delivery, reason error) error {
 // After the session ends, Recv returns the messages already received, then the session's error.
 // Recv and Handle must not be used together.
 func (s *Session) Recv(ctx context.Context) (*Delivery, error) {
+	d := new(Delivery)
+	if err := s.RecvInto(ctx, d); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// RecvInto is Recv filling d, the caller's, instead of making a Delivery: a receiver that wraps
+// each delivery in a value of its own (a pubsub client's message) makes both in one allocation.
+// d must be unused (the zero Delivery), and is then as one Recv returns.
+func (s *Session) RecvInto(ctx context.Context, d *Delivery) error {
 	settle, reason, err := s.endCurrent()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var m core.Message
 	if settle != 0 {
@@ -145,9 +156,10 @@ func (s *Session) Recv(ctx context.Context) (*Delivery, error) {
 		m, err = s.cs.Recv(ctx)
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return s.deliver(m), nil
+	s.deliver(d, m)
+	return nil
 }
 
 // TryRecv is Recv that never waits: ok is false when no delivery is ready now, and err is the
@@ -167,7 +179,9 @@ func (s *Session) TryRecv() (d *Delivery, ok bool, err error) {
 	if !ok {
 		return nil, false, err
 	}
-	return s.deliver(m), true, nil
+	d = new(Delivery)
+	s.deliver(d, m)
+	return d, true, nil
 }
 
 // OnArrival has f called, on the connection's reader goroutine, each time messages become ready
@@ -178,9 +192,12 @@ func (s *Session) OnArrival(f func()) { s.cs.OnArrival(f) }
 // if it is still open: asking for the next message ends that attempt. It returns the message to
 // settle along with receiving the next one, if any.
 func (s *Session) endCurrent() (settle uint64, reason error, err error) {
+	if s.current.Load() == nil { // a receiver with MaxInFlight above 1 always
+		return 0, nil, nil
+	}
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
-	d := s.current
+	d := s.current.Load()
 	if d == nil {
 		return 0, nil, nil
 	}
@@ -194,9 +211,9 @@ func (s *Session) endCurrent() (settle uint64, reason error, err error) {
 	return 0, nil, s.failLocked(d, ErrNotConfirmed)
 }
 
-// deliver makes the delivery of message m: its first attempt, or the next one if it came back.
-func (s *Session) deliver(m core.Message) *Delivery {
-	d := &Delivery{Data: m.Data, ID: m.ID, Level: m.Level, Attempt: 1, s: s, open: true}
+// deliver makes d the delivery of message m: its first attempt, or the next one if it came back.
+func (s *Session) deliver(d *Delivery, m core.Message) {
+	d.Data, d.ID, d.Level, d.Attempt, d.s, d.open = m.Data, m.ID, m.Level, 1, s, true
 	s.rmu.Lock()
 	if n, ok := s.redelivered[m.ID]; ok {
 		delete(s.redelivered, m.ID)
@@ -207,10 +224,9 @@ func (s *Session) deliver(m core.Message) *Delivery {
 		s.heldAttempts[m.ID] = n // an export needs them; first attempts, the common case, need nothing
 	}
 	if s.inFlight == 1 {
-		s.current = d
+		s.current.Store(d)
 	}
 	s.rmu.Unlock()
-	return d
 }
 
 // HandleOption configures Handle.

@@ -27,10 +27,10 @@ type Session struct {
 	ctx    context.Context // ends with the session: handlers see it
 	cancel context.CancelFunc
 
-	// sendSem lets one Send at a time through: a ticket is registered under its message ID
+	// turn lets one Send at a time through: a ticket is registered under its message ID
 	// before the message exists, so no acknowledgement can arrive for a ticket not yet known.
-	sendSem chan struct{}
-	// roomWait: the sender holding sendSem waits for room. A non-blocking sender that meets it
+	turn sendTurn
+	// roomWait: the sender holding the turn waits for room. A non-blocking sender that meets it
 	// fails at once (the buffer is full); one that meets a sender not waiting waits its turn.
 	roomWait atomic.Bool
 
@@ -57,9 +57,11 @@ type Session struct {
 
 	// Receive side, guarded by rmu. inFlight is the bound on deliveries held at once (the core
 	// session's MaxInFlight); at 1 the paper's rule holds: each Recv settles the previous delivery.
-	rmu         sync.Mutex
-	inFlight    int
-	current     *Delivery      // with inFlight 1: the delivery the last Recv returned, if open
+	rmu      sync.Mutex
+	inFlight int
+	// current, with inFlight 1, is the delivery the last Recv returned, if open: written under
+	// rmu, and read without it by Recv, which at a higher inFlight need not lock to find it nil.
+	current     atomic.Pointer[Delivery]
 	redelivered map[uint64]int // requeued messages: the attempts they have had
 	// heldAttempts: the failed attempts of the deliveries held now that are not first attempts.
 	heldAttempts map[uint64]int
@@ -80,12 +82,12 @@ func newSession(cs *core.Session, cfg *Config) *Session {
 		cs:       cs,
 		cfg:      cfg,
 		id:       cs.ID(),
-		sendSem:  make(chan struct{}, 1),
 		inFlight: cfg.Core.MaxInFlight,
 		drained:  make(chan struct{}),
 		done:     make(chan struct{}),
 	}
 	s.tq.init(1)
+	s.turn.init()
 	cs.Observe(observer{s})
 	// The session may have ended between the handshake and now; its observer missed that.
 	if st := cs.State(); st == core.StateClosed || st == core.StateLost {
@@ -241,52 +243,59 @@ func (s *Session) TrySendShared(prefix, shared []byte, level AckLevel) (*Ticket,
 // send queues data: it waits for room (and for its turn among senders) only if block, and keeps
 // data by reference if shared.
 func (s *Session) send(ctx context.Context, prefix, data []byte, level AckLevel, block, shared bool) (*Ticket, error) {
-	return s.sendTicket(ctx, prefix, data, level, block, shared, true)
+	return s.sendTicket(ctx, prefix, data, level, block, shared, true, nil)
+}
+
+// TrySendSharedDeferred is TrySendShared that leaves waking the session's writer to f (see
+// Flusher): a sender fanning many messages out to many sessions wakes each writer once per
+// burst. The caller must call f.Flush. With a nil f it is TrySendShared.
+func (s *Session) TrySendSharedDeferred(f *Flusher, prefix, shared []byte, level AckLevel) (*Ticket, error) {
+	return s.sendTicket(context.Background(), prefix, shared, level, false, true, true, f)
 }
 
 // PostShared is TrySendShared at AckNone without a ticket: fire and forget, for a sender that
 // follows nothing (a pubsub hub fanning out a message nobody asked to hear about), so it pays
 // for no ticket at all.
 func (s *Session) PostShared(prefix, shared []byte) error {
-	_, err := s.sendTicket(context.Background(), prefix, shared, AckNone, false, true, false)
+	_, err := s.sendTicket(context.Background(), prefix, shared, AckNone, false, true, false, nil)
 	return err
 }
 
-// takeTurn takes sendSem for a non-blocking sender that found it held. The holder either finishes
-// soon (it only registers a ticket and copies a message) or waits for room, and then the buffer
-// is full: this sender fails rather than wait for it.
+// PostSharedDeferred is PostShared that leaves waking the session's writer to f (see Flusher).
+// The caller must call f.Flush. With a nil f it is PostShared.
+func (s *Session) PostSharedDeferred(f *Flusher, prefix, shared []byte) error {
+	_, err := s.sendTicket(context.Background(), prefix, shared, AckNone, false, true, false, f)
+	return err
+}
+
+// takeTurn takes the turn for a non-blocking sender that found it taken. The holder either
+// finishes soon (it only registers a ticket and copies a message) or waits for room, and then the
+// buffer is full: this sender fails rather than wait for it.
 func (s *Session) takeTurn() error {
 	for {
 		if s.roomWait.Load() {
 			return ftslerr.Errorf("%w: another Send is waiting for room", ErrBufferFull)
 		}
 		runtime.Gosched()
-		select {
-		case s.sendSem <- struct{}{}:
+		if s.turn.tryTake() {
 			return nil
-		default:
 		}
 	}
 }
 
-// sendTicket is send, making a ticket only if ticket.
-func (s *Session) sendTicket(ctx context.Context, prefix, data []byte, level AckLevel, block, shared, ticket bool) (*Ticket, error) {
-	select {
-	case s.sendSem <- struct{}{}: // no other sender: the common case, without a select
-	default:
+// sendTicket is send, making a ticket only if ticket, and leaving the writer's wake-up to f if
+// it is not nil (never with block: a blocked send must not wait for a writer nobody woke).
+func (s *Session) sendTicket(ctx context.Context, prefix, data []byte, level AckLevel, block, shared, ticket bool, f *Flusher) (*Ticket, error) {
+	if !s.turn.tryTake() { // (taken: no other sender, the common case)
 		if !block {
 			if err := s.takeTurn(); err != nil {
 				return nil, err
 			}
-			break
-		}
-		select {
-		case s.sendSem <- struct{}{}:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		} else if err := s.turn.take(ctx); err != nil {
+			return nil, err
 		}
 	}
-	defer func() { <-s.sendSem }()
+	defer s.turn.give()
 	if level > AckProcessed {
 		return nil, ftslerr.Errorf("ftsl: invalid ack level %d", level)
 	}
@@ -307,7 +316,7 @@ func (s *Session) sendTicket(ctx context.Context, prefix, data []byte, level Ack
 	var mid uint64
 	var err error
 	if shared {
-		mid, err = s.cs.TrySendShared(prefix, data, level)
+		mid, err = s.cs.TrySendSharedDeferred(f, prefix, data, level)
 	} else {
 		mid, err = s.cs.TrySendParts(prefix, data, level)
 	}

@@ -42,6 +42,7 @@ type Client struct {
 	ended    chan struct{}                      // closed by sessionEnded: every ticket of the session has ended
 	err      error                              // why the client ended
 	strings  map[string]string                  // subjects and names seen (the dispatcher's)
+	recent   [2]string                          // the last two of them intern returned
 	hdrPool  sync.Pool                          // *[]byte scratch for PUB headers
 	onMsgErr func(sub *Subscription, err error) // for tests
 }
@@ -205,7 +206,10 @@ func (c *Client) publish(ctx context.Context, subject, reply string, data []byte
 func (c *Client) dispatch() {
 	defer c.wg.Done()
 	for {
-		d, err := c.sess.Recv(context.Background())
+		// A message and its delivery in one allocation: most of what arrives is MSG.
+		r := new(arrival)
+		d := &r.d
+		err := c.sess.RecvInto(context.Background(), d)
 		if err != nil {
 			c.failPending(err)
 			c.closeSubscriptions()
@@ -213,7 +217,7 @@ func (c *Client) dispatch() {
 		}
 		switch wire.Op(d.Data) {
 		case wire.OpMsg:
-			c.message(d)
+			c.message(d, &r.m)
 		case wire.OpOutcome:
 			o, err := wire.DecodeOutcome(d.Data)
 			_ = d.Confirm()
@@ -257,21 +261,34 @@ func (c *Client) dispatch() {
 	}
 }
 
-// intern returns b as a string, reusing one seen before (the dispatcher's alone).
+// arrival is what the dispatcher receives: a delivery, and the message made of it if it is a MSG.
+type arrival struct {
+	m Msg
+	d oneway.Delivery
+}
+
+// intern returns b as a string, reusing one seen before (the dispatcher's alone). The last two
+// strings it returned (a stream's subject and publisher) are found without hashing.
 func (c *Client) intern(b []byte) string {
-	if s, ok := c.strings[string(b)]; ok {
-		return s
+	for _, s := range c.recent {
+		if string(b) == s {
+			return s
+		}
 	}
-	s := string(b)
-	if len(c.strings) >= 1024 {
-		clear(c.strings)
+	s, ok := c.strings[string(b)]
+	if !ok {
+		s = string(b)
+		if len(c.strings) >= 1024 {
+			clear(c.strings)
+		}
+		c.strings[s] = s
 	}
-	c.strings[s] = s
+	c.recent[1], c.recent[0] = c.recent[0], s
 	return s
 }
 
 // message hands one MSG to its subscription.
-func (c *Client) message(d *oneway.Delivery) {
+func (c *Client) message(d *oneway.Delivery, m *Msg) {
 	w, err := wire.DecodeMsg(d.Data, c.intern)
 	if err != nil {
 		_ = d.Reject(err)
@@ -284,7 +301,7 @@ func (c *Client) message(d *oneway.Delivery) {
 		_ = d.Reject(ErrUnsubscribed)
 		return
 	}
-	m := &Msg{Subject: w.Subject, Reply: w.Reply, Publisher: w.Publisher, Data: w.Payload,
+	*m = Msg{Subject: w.Subject, Reply: w.Reply, Publisher: w.Publisher, Data: w.Payload,
 		Redelivered: d.Redelivered, Attempt: d.Attempt, d: d, c: c}
 	sub.offer(m)
 }

@@ -26,7 +26,11 @@ type member struct {
 	connected bool
 	refused   bool
 	strings   map[string]string // subjects seen, so routing allocates no string per publish
+	recent    [2]string         // the last two strings intern returned, found without hashing
 	hdr       []byte            // scratch for MSG headers
+	// flush holds the wake-ups of the subscribers' writers for what one drain routed: each
+	// writer is woken once per drain, not once per message.
+	flush oneway.Flusher
 
 	// Set once by CONNECT, read by everyone after.
 	identity string
@@ -74,6 +78,7 @@ const inboxPrefix = "_INBOX."
 func (m *member) drain() {
 	m.drainMu.Lock()
 	defer m.drainMu.Unlock()
+	defer m.flush.Flush() // (first: drainMu still held, as the Flusher is drain's own)
 	for {
 		if m.hub.paused.Load() {
 			return // Continue drains again
@@ -113,6 +118,7 @@ func (m *member) handle(d *oneway.Delivery) error {
 	}
 	switch op {
 	case wire.OpConnect:
+		m.flush.Flush() // Authenticate may take its time: what was routed before goes now
 		return m.connect(d.Data)
 	case wire.OpSub:
 		s, err := wire.DecodeSub(d.Data)
@@ -131,7 +137,7 @@ func (m *member) handle(d *oneway.Delivery) error {
 		if err != nil {
 			return err
 		}
-		return m.hub.route(m, p)
+		return m.hub.route(m, p, &m.flush)
 	}
 	return ftslerr.Errorf("%w: op %d", wire.ErrMalformed, op)
 }
@@ -139,14 +145,20 @@ func (m *member) handle(d *oneway.Delivery) error {
 // intern returns b as a string, the same one each time it sees the same bytes, for a bounded
 // number of distinct strings.
 func (m *member) intern(b []byte) string {
-	if s, ok := m.strings[string(b)]; ok {
-		return s
+	for _, s := range m.recent {
+		if string(b) == s {
+			return s
+		}
 	}
-	s := string(b)
-	if m.strings == nil || len(m.strings) >= 1024 {
-		m.strings = make(map[string]string)
+	s, ok := m.strings[string(b)]
+	if !ok {
+		s = string(b)
+		if m.strings == nil || len(m.strings) >= 1024 {
+			m.strings = make(map[string]string)
+		}
+		m.strings[s] = s
 	}
-	m.strings[s] = s
+	m.recent[1], m.recent[0] = m.recent[0], s
 	return s
 }
 

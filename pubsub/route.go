@@ -25,8 +25,9 @@ const maxMsgOverhead = 1 + binary.MaxVarintLen64 + 3*binary.MaxVarintLen32
 // route sends publish p from member pub to every subscription whose pattern matches its
 // subject, once to each plain subscription and once to each queue group. With AckDelivered or
 // AckProcessed it follows every share and tells the publisher the outcome. It runs on the
-// publisher's session reader, so a publisher's messages go out in the order it sent them.
-func (h *Hub) route(pub *member, p wire.Pub) error {
+// publisher's session reader, so a publisher's messages go out in the order it sent them. The
+// subscribers' writers are woken by fl's Flush, which the caller owns and must call.
+func (h *Hub) route(pub *member, p wire.Pub, fl *oneway.Flusher) error {
 	if err := subjects.ValidatePublish(p.Subject, h.cfg.MaxSubjectLength); err != nil {
 		return refuse{ErrInvalidSubject, err.Error()}
 	}
@@ -70,7 +71,7 @@ func (h *Hub) route(pub *member, p wire.Pub) error {
 		pub.recordPublish(ps)
 	}
 	r := router{h: h, pub: pub, ps: ps, subject: p.Subject, reply: p.Reply, payload: payload, level: level,
-		hdr: pub.hdr[:0]}
+		hdr: pub.hdr[:0], fl: fl}
 	defer func() { pub.hdr = r.hdr }()
 	for _, e := range res.Plain {
 		if sub := e.Value; sub.deliverable(p.Subject) {
@@ -118,6 +119,9 @@ type router struct {
 	payload []byte
 	level   oneway.AckLevel
 	hdr     []byte // scratch for each subscriber's header, copied by its session at once
+	// fl, if not nil, takes the wake-ups of the subscribers' writers (see oneway.Flusher): only
+	// the routing goroutine that owns it may use it, and it must be flushed before a wait.
+	fl      *oneway.Flusher
 	sent    uint64 // copies handed to sessions, and dropped as too slow, in this routing
 	dropped uint64
 }
@@ -151,11 +155,16 @@ func (r *router) deliver(sub *hubSub, g *groupShare) {
 	var tk *oneway.Ticket
 	var err error
 	if r.ps == nil {
-		err = m.sess.PostShared(hdr, r.payload) // nothing follows this share: no ticket to pay for
+		err = m.sess.PostSharedDeferred(r.fl, hdr, r.payload) // nothing follows this share: no ticket to pay for
 	} else {
-		tk, err = m.sess.TrySendShared(hdr, r.payload, r.level)
+		tk, err = m.sess.TrySendSharedDeferred(r.fl, hdr, r.payload, r.level)
 	}
 	if errors.Is(err, ErrBufferFull) && r.h.cfg.SlowConsumers == SlowBlock {
+		if r.fl != nil {
+			// The writers that would make room, this subscriber's among them, may be waiting for
+			// their wake-up in fl: waiting before it is flushed could wait for ever.
+			r.fl.Flush()
+		}
 		ctx, cancel := context.WithTimeout(r.h.ctx, r.h.cfg.MaxBlock)
 		tk, err = m.sess.SendShared(ctx, hdr, r.payload, r.level)
 		cancel()
@@ -182,6 +191,7 @@ func (r *router) deliver(sub *hubSub, g *groupShare) {
 	if r.ps != nil {
 		sh := &share{r: *r, sub: sub, g: g, mid: tk.ID()}
 		sh.r.hdr = nil // (the scratch stays the publisher's)
+		sh.r.fl = nil  // (so does the Flusher: a queue group's share goes on from another goroutine)
 		sh.r.sent, sh.r.dropped = 0, 0
 		r.ps.add(sh)
 		sh.follow(tk)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/ftsl-go/ftsl/events"
+	"github.com/ftsl-go/ftsl/oneway"
+	"github.com/ftsl-go/ftsl/pubsub/internal/wire"
 )
 
 // slowHubConfig gives the hub small sessions, so a subscriber that stops reading fills its share
@@ -311,5 +313,67 @@ func awaitAcked(t *testing.T, h *testedHub, c *Client) {
 			t.Fatalf("the hub's session to %s never had its acknowledgements", c.cfg.Name)
 		case <-time.After(200 * time.Microsecond):
 		}
+	}
+}
+
+// TestSlowBlockFlushesFirst: the hub defers waking its subscribers' writers until the end of
+// what it routes in one go (oneway.Flusher). When a subscriber's session is full under
+// SlowBlock, the routing must wake them before it waits for room: the room can only come from
+// the subscriber acknowledging messages whose writer still waits for its wake-up. Here the
+// small messages routed first are under the bound that wakes a writer anyway, and the big one
+// needs their room; without the early wake-up nothing would write them until the session's next
+// heartbeat (seconds), after MaxBlock, and the big message would be dropped as slow.
+func TestSlowBlockFlushesFirst(t *testing.T) {
+	cfg := slowHubConfig(SlowBlock, time.Second)
+	cfg.Session.Core.MaxMessageSize = 28 << 10
+	cfg.Session.Core.HeartbeatInterval = 10 * time.Second // nothing but the routing wakes the writer
+	h := testHub(t, cfg)
+	hubLog := watchEvents(h.OnEvent)
+	pub := dial(t, h, Config{Name: "pub"})
+	sub := dial(t, h, Config{Name: "sub"})
+	ch := make(chan *Msg, 16)
+	if _, err := sub.SubscribeChan("burst", ch); err != nil {
+		t.Fatal(err)
+	}
+	barrier(t, hubLog, sub)
+	var pm *member
+	for _, m := range h.memberList() {
+		if m.sess.ID() == pub.sess.ID() {
+			pm = m
+		}
+	}
+	if pm == nil {
+		t.Fatal("the publisher is not a member")
+	}
+	// What the publisher's drain does with a burst: route it all with one Flusher, then flush.
+	// (The publisher sends nothing meanwhile, so its drain does not run.)
+	pm.drainMu.Lock()
+	var fl oneway.Flusher
+	const small, big = 7, 26 << 10 // 7 KB: under the 8 KiB bound (a quarter of 32 KiB)
+	for i := 1; i <= small; i++ {
+		if err := h.route(pm, wire.Pub{PubID: uint64(i), Subject: "burst", Payload: numbered(i)}, &fl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	payload := numbered(small + 1)
+	payload = append(payload, make([]byte, big-len(payload))...)
+	if err := h.route(pm, wire.Pub{PubID: small + 1, Subject: "burst", Payload: payload}, &fl); err != nil {
+		t.Fatal(err)
+	}
+	fl.Flush()
+	pm.drainMu.Unlock()
+	if st := h.Stats(); st.SlowDropped != 0 || st.Sent != small+1 {
+		t.Fatalf("%d copies sent, %d dropped as slow; want %d and none", st.Sent, st.SlowDropped, small+1)
+	}
+	for i := 1; i <= small+1; i++ {
+		m := <-ch
+		if got := numberOf(m.Data); got != i {
+			t.Fatalf("message %d is %d", i, got)
+		}
+		_ = m.Confirm()
+	}
+	barrier(t, hubLog, pub)
+	if evs := hubLog.all(events.SlowConsumer, ""); len(evs) != 0 {
+		t.Errorf("hub raised %d SlowConsumer events", len(evs))
 	}
 }

@@ -85,6 +85,10 @@ var (
 	// ErrNotCurrent is returned by Confirm and Reject on a delivery that is no longer the one the
 	// receiver holds (it was settled, or a later message was taken).
 	ErrNotCurrent = errors.New("ftsl: delivery already settled or superseded")
+
+	// ErrDeliveryUsed is returned by RecvInto given a Delivery that is not the zero value: a
+	// delivery belongs to one message for good, so it cannot be filled again.
+	ErrDeliveryUsed = errors.New("ftsl: RecvInto needs an unused Delivery")
 )
 
 // RejectedError is a ticket's error when the receiving application failed the message.

@@ -143,8 +143,12 @@ func (s *Session) Recv(ctx context.Context) (*Delivery, error) {
 
 // RecvInto is Recv filling d, the caller's, instead of making a Delivery: a receiver that wraps
 // each delivery in a value of its own (a pubsub client's message) makes both in one allocation.
-// d must be unused (the zero Delivery), and is then as one Recv returns.
+// d must be unused (the zero Delivery), and is then as one Recv returns: a delivery stays bound
+// to its message for good, so one that was used already is refused with ErrDeliveryUsed.
 func (s *Session) RecvInto(ctx context.Context, d *Delivery) error {
+	if d == nil || d.s != nil {
+		return ErrDeliveryUsed
+	}
 	settle, reason, err := s.endCurrent()
 	if err != nil {
 		return err

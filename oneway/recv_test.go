@@ -52,6 +52,38 @@ func TestStaleDeliveryStaysBound(t *testing.T) {
 	}
 }
 
+// TestRecvIntoRefusesUsedDelivery: RecvInto fills only an unused Delivery; handing it one that
+// was filled before is refused and leaves that delivery bound to its own message.
+func TestRecvIntoRefusesUsedDelivery(t *testing.T) {
+	p := newPair(t, false, Config{}, Config{})
+	ctx := testCtx(t)
+	for _, m := range []string{"one", "two"} {
+		if _, err := p.client.Send(ctx, []byte(m), AckProcessed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var d Delivery
+	if err := p.server.RecvInto(ctx, &d); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.server.RecvInto(ctx, &d); !errors.Is(err, ErrDeliveryUsed) {
+		t.Fatalf("RecvInto with a used delivery: %v, want ErrDeliveryUsed", err)
+	}
+	if err := p.server.RecvInto(ctx, nil); !errors.Is(err, ErrDeliveryUsed) {
+		t.Fatalf("RecvInto(nil): %v, want ErrDeliveryUsed", err)
+	}
+	if d.ID != 1 || string(d.Data) != "one" {
+		t.Fatalf("the used delivery now says ID %d, data %q", d.ID, d.Data)
+	}
+	if err := d.Confirm(); err != nil {
+		t.Fatal(err)
+	}
+	var d2 Delivery
+	if err := p.server.RecvInto(ctx, &d2); err != nil || d2.ID != 2 || string(d2.Data) != "two" {
+		t.Fatalf("RecvInto after the refusal: %v, ID %d, data %q", err, d2.ID, d2.Data)
+	}
+}
+
 // TestNoCoreEscapeHatch: nothing exported on a one-way session hands out the core session
 // underneath, whose sends would bypass the tickets and break the session for good.
 func TestNoCoreEscapeHatch(t *testing.T) {

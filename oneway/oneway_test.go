@@ -768,3 +768,52 @@ func TestOnDelivered(t *testing.T) {
 	}
 	never.OnDelivered(func(*Ticket) { t.Error("OnDelivered after a failed end") })
 }
+
+// TestOnConnectionChange: a dead connection calls the hook with false and the error, a resume
+// with true, and the session's end does not call it.
+func TestOnConnectionChange(t *testing.T) {
+	cfg := Config{Core: core.Config{BackoffMin: time.Millisecond, BackoffMax: 10 * time.Millisecond}}
+	p := newPair(t, true, cfg, Config{})
+	ctx := testCtx(t)
+	type change struct {
+		up  bool
+		err error
+	}
+	changes := make(chan change, 8)
+	p.client.OnConnectionChange(func(up bool, err error) { changes <- change{up, err} })
+	if p.proxy.KillAll() == 0 {
+		t.Fatal("no connection to kill")
+	}
+	for _, wantUp := range []bool{false, true} {
+		select {
+		case c := <-changes:
+			if c.up != wantUp || (!c.up && c.err == nil) {
+				t.Fatalf("change %+v, want connected=%v (with an error when down)", c, wantUp)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no change to connected=%v", wantUp)
+		}
+	}
+	// Still the same session, carrying messages.
+	tk, err := p.client.Send(ctx, []byte("after"), AckDelivered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := p.server.Recv(ctx)
+	if err != nil {
+		t.Fatalf("Recv after the resume: %v", err)
+	}
+	if string(d.Data) != "after" {
+		t.Fatalf("Recv after the resume: %q", d.Data)
+	}
+	if st, err := tk.Wait(ctx); st != StatusDelivered || err != nil {
+		t.Fatalf("ticket after the resume: %v %v", st, err)
+	}
+	p.client.Abort()
+	<-p.client.Done()
+	select {
+	case c := <-changes:
+		t.Fatalf("a change %+v at the session's end", c)
+	default:
+	}
+}

@@ -47,6 +47,7 @@ type Session struct {
 	drained     chan struct{} // closed when closing and no ticket is outstanding
 	wasDown     bool          // the connection died since the last resume
 	onClose     func(error)   // OnClose's
+	onConn      func(bool, error) // OnConnectionChange's
 	endedWith   []endedTicket // tickets just ended whose OnEnd is still to call
 	// Migration (export.go): set by the listener's Export; moved is closed, and exported set,
 	// once the core session moved and the tickets it left were taken.
@@ -500,8 +501,16 @@ func (o observer) Failed(mid uint64, reason string) {
 func (o observer) StateChanged(st core.State, err error) {
 	s := o.s
 	s.mu.Lock()
+	var conn func(bool, error)
+	up := st == core.StateConnected
+	if s.onConn != nil && (st == core.StateDisconnected || up && s.wasDown) {
+		conn = s.onConn
+	}
 	closed := s.stateChangedLocked(st, err)
 	s.unlockRunEnded()
+	if conn != nil {
+		conn(up, err)
+	}
 	if closed != nil {
 		closed(s.endErr)
 	}
@@ -572,6 +581,18 @@ func (s *Session) OnClose(f func(err error)) {
 		return
 	}
 	s.onClose = f
+	s.mu.Unlock()
+}
+
+// OnConnectionChange has f called each time the session's connection dies and the session sets
+// out to resume (connected false, err saying what broke), and each time a new connection carries
+// it again with nothing lost (connected true): what a client shows as "reconnecting..." and
+// "back". It runs on the goroutine that noticed, with no lock held, and must return quickly; the
+// session's end is OnClose's. The same changes come as SessionReconnecting and SessionResumed
+// events; this is for code that follows many sessions without a dispatcher each. nil removes it.
+func (s *Session) OnConnectionChange(f func(connected bool, err error)) {
+	s.mu.Lock()
+	s.onConn = f
 	s.mu.Unlock()
 }
 

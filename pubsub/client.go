@@ -87,6 +87,7 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Client, error) {
 		return nil, ftslerr.Errorf("ftsl: pubsub connect to %s: %w", addr, ticketError(err))
 	}
 	sess.OnClose(c.sessionEnded)
+	sess.OnConnectionChange(c.connectionChanged)
 	c.wg.Add(1)
 	go c.dispatch()
 	go func() {
@@ -100,8 +101,19 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Client, error) {
 }
 
 // Events returns the channel of the client's events: its subscriptions made and ended, slow
-// consumer notices from the hub, refusals, and the session's end. It is bounded.
+// consumer notices from the hub, refusals, its connection dying and the session resuming
+// (SessionReconnecting, SessionResumed), and the session's end. It is bounded.
 func (c *Client) Events() <-chan events.Event { return c.ev.Channel() }
+
+// connectionChanged tells the client's events that its connection died and the session is
+// resuming (SessionReconnecting), or that it resumed (SessionResumed): a chat's "reconnecting...".
+func (c *Client) connectionChanged(connected bool, err error) {
+	if connected {
+		c.event(events.SessionResumed, "", nil)
+	} else {
+		c.event(events.SessionReconnecting, "", err)
+	}
+}
 
 // OnEvent registers a callback for the client's events.
 func (c *Client) OnEvent(f func(events.Event)) { c.ev.OnEvent(f) }

@@ -170,3 +170,60 @@ func TestRefusalIsFinal(t *testing.T) {
 		t.Fatalf("%d refusals at the hub, want 2 (one each)", n)
 	}
 }
+
+// TestClientReconnectEvents: a client whose connection dies hears SessionReconnecting on its
+// events, then SessionResumed once its session is carried again, and its subscription still
+// works (a chat shows "reconnecting..." and "back").
+func TestClientReconnectEvents(t *testing.T) {
+	h := testHub(t, HubConfig{})
+	ctx := testCtx(t)
+	px, err := faultnet.NewProxy(h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer px.Close()
+	c, err := Dial(ctx, px.Addr(), Config{Name: "flaky"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { c.Abort(); <-c.Done() }()
+	evs := make(chan events.Event, 16)
+	c.OnEvent(func(e events.Event) {
+		if e.Kind == events.SessionReconnecting || e.Kind == events.SessionResumed {
+			evs <- e
+		}
+	})
+	got := make(chan *Msg, 1)
+	if _, err := c.SubscribeChan("news", got); err != nil {
+		t.Fatal(err)
+	}
+	if px.KillAll() == 0 {
+		t.Fatal("the proxy had no connection to kill")
+	}
+	for _, want := range []events.Kind{events.SessionReconnecting, events.SessionResumed} {
+		select {
+		case e := <-evs:
+			if e.Kind != want || e.Session != c.sess.ID() {
+				t.Fatalf("event %v of session %d, want %v of %d", e.Kind, e.Session, want, c.sess.ID())
+			}
+			if want == events.SessionReconnecting && e.Err == nil {
+				t.Error("SessionReconnecting without the error that broke the connection")
+			}
+		case <-ctx.Done():
+			t.Fatalf("no %v event", want)
+		}
+	}
+	pub := dial(t, h, Config{Name: "pub"})
+	if _, err := pub.Publish(ctx, "news", []byte("still here"), AckProcessed); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if string(m.Data) != "still here" {
+			t.Fatalf("got %q", m.Data)
+		}
+		_ = m.Confirm()
+	case <-ctx.Done():
+		t.Fatal("the resumed subscriber got nothing")
+	}
+}

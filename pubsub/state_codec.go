@@ -17,7 +17,7 @@ import (
 // byte slice is its length (uvarint) and its bytes; a list is its count (uvarint) and its
 // elements; a bool is one byte, 0 or 1. Fields go in their struct's order.
 //
-//	HubState:          format byte (1), Members list, Publishes list, RoundRobin, Published, Sent,
+//	HubState:          format byte (2), Members list, Publishes list, RoundRobin, Published, Sent,
 //	                   SlowDropped
 //	MemberState:       Session, Connected, Refused, Identity, Inbox, Permissions, Subscriptions
 //	                   list, Waiting (list of byte slices), Throttled, NoEcho
@@ -99,8 +99,8 @@ func (st *HubState) MarshalLayer() ([]byte, error) {
 // that is no such encoding (another format version, truncated, with bytes left over, a count or
 // length beyond what the input could hold, a bool not 0 or 1, a Level above AckProcessed) is
 // refused with an error matching core.ErrInvalidState that names the field and its byte offset,
-// and st is left unchanged. Empty lists, strings and byte slices come
-// back nil; nothing decoded shares memory with b.
+// and st is left unchanged. Empty lists, strings and byte slices come back nil; nothing decoded
+// shares memory with b.
 func (st *HubState) UnmarshalLayer(b []byte) error {
 	if st == nil {
 		return ftslerr.Errorf("ftsl: pubsub state: %w: nil *HubState", core.ErrInvalidState)

@@ -99,7 +99,7 @@ func TestConnectFlags(t *testing.T) {
 		{[]byte{0x02}, "CONNECT flags 0x2: unknown bits 0x2"},
 		{[]byte{0x81}, "CONNECT flags 0x81: unknown bits 0x80"},
 		{[]byte{ConnectNoEcho, 0}, "1 bytes after CONNECT"},
-		{[]byte{0, 0, 0}, "2 bytes after CONNECT"},
+		{[]byte{ConnectNoEcho, 0, 0}, "2 bytes after CONNECT"},
 	} {
 		_, err := DecodeConnect(append(bytes.Clone(want), tc.tail...))
 		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.want) {

@@ -75,8 +75,12 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Client, error) {
 		drained:  make(chan struct{}),
 		ended:    make(chan struct{}),
 	}
-	connect := wire.AppendConnect(nil, wire.Connect{Version: wire.Version, Name: cfg.Name, Token: cfg.Credential.Token,
-		User: cfg.Credential.User, Password: cfg.Credential.Password, Inbox: c.inbox})
+	cn := wire.Connect{Version: wire.Version, Name: cfg.Name, Token: cfg.Credential.Token,
+		User: cfg.Credential.User, Password: cfg.Credential.Password, Inbox: c.inbox}
+	if cfg.NoEcho {
+		cn.Flags |= wire.ConnectNoEcho
+	}
+	connect := wire.AppendConnect(nil, cn)
 	tk, err := sess.Send(ctx, connect, oneway.AckProcessed)
 	if err == nil {
 		_, err = tk.Wait(ctx)

@@ -148,6 +148,15 @@ type Config struct {
 	// Credential is presented to the hub's Authenticate.
 	Credential Credential
 
+	// NoEcho asks the hub never to send the client's own publishes to its own subscriptions (as
+	// NATS's no_echo): a chat client does not want its lines back. Those subscriptions are not
+	// matched: an outcome's Matched leaves them out; a queue group's message goes to another
+	// member, or, if the client is its only member, the group is not matched. A Request that
+	// only the client itself would answer fails with ErrNoResponders; answers from others reach
+	// it as usual. Other clients get its publishes as usual. A hub older than this option
+	// refuses a client that sets it. Default false: the client gets its own publishes.
+	NoEcho bool
+
 	// MaxPending bounds the messages waiting for one subscription's handler (or channel). While
 	// it is full the client takes no more messages from the hub, and the hub then sees the
 	// client as slow. Default 256.

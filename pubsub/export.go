@@ -47,6 +47,7 @@ type MemberState struct {
 	// as they go to the client.
 	Waiting   [][]byte
 	Throttled bool // Waiting reached its bound: the hub takes no more of its messages until it drains
+	NoEcho    bool // its publishes do not go to its own subscriptions (Config.NoEcho)
 }
 
 // SubscriptionState is one subscription.
@@ -212,7 +213,7 @@ func (h *Hub) Export() (HubState, error) {
 // export takes the member's state. The hub is paused: nothing changes it meanwhile.
 func (m *member) export() MemberState {
 	ms := MemberState{Session: m.id, Connected: m.connected, Refused: m.refused, Identity: m.identity,
-		Inbox: m.inbox, Permissions: m.perms, Throttled: m.throttled.Load()}
+		Inbox: m.inbox, Permissions: m.perms, Throttled: m.throttled.Load(), NoEcho: m.noEcho}
 	m.mu.Lock()
 	for _, sub := range m.subs {
 		ms.Subscriptions = append(ms.Subscriptions, SubscriptionState{SID: sub.sid, Subject: sub.subject,
@@ -422,6 +423,7 @@ func (m *member) restore(ms *MemberState, r *rules) {
 	h := m.hub
 	m.connected, m.refused = ms.Connected, ms.Refused
 	m.identity, m.inbox, m.perms, m.rules = ms.Identity, ms.Inbox, ms.Permissions, r
+	m.noEcho = ms.NoEcho
 	m.waiting = slices.Clone(ms.Waiting)
 	m.hasWaiting.Store(len(m.waiting) > 0)
 	m.throttled.Store(ms.Throttled)

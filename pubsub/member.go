@@ -37,6 +37,7 @@ type member struct {
 	inbox    string
 	perms    *Permissions // as Authenticate gave them: an export takes them
 	rules    *rules
+	noEcho   bool // none of its publishes go to its own subscriptions (Config.NoEcho)
 
 	// The publishes it made whose outcome is still to come, for an export to take: a list
 	// through the publishes themselves, so that following one costs no allocation.
@@ -211,6 +212,7 @@ func (m *member) connect(b []byte) error {
 		m.identity = c.Name
 	}
 	m.inbox = inbox
+	m.noEcho = c.Flags&wire.ConnectNoEcho != 0
 	m.connected = true
 	return nil
 }
@@ -273,6 +275,10 @@ func (m *member) unsubscribe(sid uint64) error {
 	m.hub.event(events.Unsubscribed, m.id, sub.subject, nil)
 	return nil
 }
+
+// echo reports whether sub is one of m's own subscriptions that m's publishes must not reach
+// (it asked for no echo).
+func (m *member) echo(sub *hubSub) bool { return m.noEcho && sub.m == m }
 
 // deliverable reports whether sub may receive a message on subject: its client's permissions
 // deny none of it, and it is no other client's inbox.

@@ -23,7 +23,8 @@ const minSharedPayload = 1 << 10
 const maxMsgOverhead = 1 + binary.MaxVarintLen64 + 3*binary.MaxVarintLen32
 
 // route sends publish p from member pub to every subscription whose pattern matches its
-// subject, once to each plain subscription and once to each queue group. With AckDelivered or
+// subject, once to each plain subscription and once to each queue group. A publisher that asked
+// for no echo has its own subscriptions left out, as if they did not match. With AckDelivered or
 // AckProcessed it follows every share and tells the publisher the outcome. It runs on the
 // publisher's session reader, so a publisher's messages go out in the order it sent them. The
 // subscribers' writers are woken by fl's Flush, which the caller owns and must call.
@@ -74,12 +75,12 @@ func (h *Hub) route(pub *member, p wire.Pub, fl *oneway.Flusher) error {
 		hdr: pub.hdr[:0], fl: fl}
 	defer func() { pub.hdr = r.hdr }()
 	for _, e := range res.Plain {
-		if sub := e.Value; sub.deliverable(p.Subject) {
+		if sub := e.Value; sub.deliverable(p.Subject) && !pub.echo(sub) {
 			r.deliver(sub, nil)
 		}
 	}
 	for _, g := range res.Groups {
-		if sub := h.pick(g, p.Subject, nil); sub != nil {
+		if sub := h.pick(g, p.Subject, pub, nil); sub != nil {
 			r.deliver(sub, &groupShare{name: g.Name})
 		}
 	}
@@ -92,10 +93,13 @@ func (h *Hub) route(pub *member, p wire.Pub, fl *oneway.Flusher) error {
 	return nil
 }
 
-// pick chooses a member of queue group g for a message on subject, round robin, skipping
-// members that cannot take it and those in tried.
-func (h *Hub) pick(g subjects.Group[*hubSub], subject string, tried []*member) *hubSub {
+// pick chooses a member of queue group g for a message on subject from pub, round robin,
+// skipping members that cannot take it, those in tried, and pub itself if it asked for no echo.
+func (h *Hub) pick(g subjects.Group[*hubSub], subject string, pub *member, tried []*member) *hubSub {
 	e := g.Pick(h.rr.Add(1), func(e *subjects.Subscription[*hubSub]) bool {
+		if pub.echo(e.Value) {
+			return false
+		}
 		for _, m := range tried {
 			if e.Value.m == m {
 				return false
@@ -262,7 +266,7 @@ func (r *router) shareEnded(sub *hubSub, g *groupShare, st oneway.Status, err er
 		g.tried = append(g.tried, sub.m)
 		for _, gr := range r.h.index.Match(r.subject).Groups {
 			if gr.Name == g.name {
-				if next := r.h.pick(gr, r.subject, g.tried); next != nil {
+				if next := r.h.pick(gr, r.subject, r.pub, g.tried); next != nil {
 					r.deliver(next, g) // the share goes on, counted as the same match
 					r.addCounts()
 					ps.shareDone() // (deliver counted the new attempt; this one is over)

@@ -1,6 +1,8 @@
 package pubsub
 
 import (
+	"fmt"
+
 	"github.com/ftsl-go/ftsl/core"
 	"github.com/ftsl-go/ftsl/internal/ftslerr"
 	"github.com/ftsl-go/ftsl/internal/layercodec"
@@ -11,14 +13,14 @@ import (
 // file. The listener's sessions and tickets (HubState.Listener) are not in it: the oneway and core
 // layers encode them in sections of their own.
 //
-// Layout, format 1. An integer is an encoding/binary uvarint in its fewest bytes; a string or
+// Layout, format 2. An integer is an encoding/binary uvarint in its fewest bytes; a string or
 // byte slice is its length (uvarint) and its bytes; a list is its count (uvarint) and its
 // elements; a bool is one byte, 0 or 1. Fields go in their struct's order.
 //
-//	HubState:          format byte (1), Members list, Publishes list, RoundRobin, Published, Sent,
+//	HubState:          format byte (2), Members list, Publishes list, RoundRobin, Published, Sent,
 //	                   SlowDropped
 //	MemberState:       Session, Connected, Refused, Identity, Inbox, Permissions, Subscriptions
-//	                   list, Waiting (list of byte slices), Throttled
+//	                   list, Waiting (list of byte slices), Throttled, NoEcho
 //	Permissions:       presence byte (0: nil, and nothing follows; 1), Identity, Publish, Subscribe
 //	Rules:             Allow (list of strings), Deny (list of strings)
 //	SubscriptionState: SID, Subject, Queue, Missed
@@ -27,10 +29,13 @@ import (
 //	FailureState:      Subscriber, Reason
 //	ShareState:        Subscriber, SID, Ticket, Group, Tried (list of integers), Had
 //
+// Format 1, the first release's, is format 2 without NoEcho: the decoder still reads it (NoEcho
+// false), so that a snapshot written by that release restores. The encoder writes format 2 only.
+//
 // The encoding is canonical: bytes decode to at most one state, and encoding it gives the same
 // bytes back (a longer-than-needed uvarint, a bool of 2 and trailing bytes are refused; an empty
-// list, string or byte slice decodes as nil). So one input has one meaning, and the fuzz test
-// can hold the decoder to the encoder.
+// list, string or byte slice decodes as nil), format 1 aside, which encodes back as format 2. So
+// one input has one meaning, and the fuzz test can hold the decoder to the encoder.
 //
 // The decoder trusts nothing: a snapshot file may be damaged, or written by someone else. Before
 // it allocates for a count or a length it checks it against the bytes left, at the fewest bytes
@@ -38,15 +43,19 @@ import (
 // encoding only; whether the state fits together (do the members' sessions exist, are the
 // subjects valid) is NewHubFrom's business (checkState).
 
-// hubStateFormat is the version byte the layer starts with; a decoder refuses the others, so
-// that a later layout can be told apart and converted.
-const hubStateFormat = 1
+// hubStateFormat is the version byte the layer starts with; a decoder refuses the others but
+// hubStateFormat1, so that a later layout can be told apart and converted.
+const hubStateFormat = 2
+
+// hubStateFormat1 is the first release's layout: a member has no NoEcho.
+const hubStateFormat1 = 1
 
 // The fewest bytes an element encodes into (every integer and length one byte, lists empty,
 // Permissions absent): a count is checked against them before anything is allocated for it.
 // TestHubStateCodecMinSizes pins them.
 const (
-	minMemberLen       = 9  // Session, 2 bools, 2 lengths, presence, 2 counts, bool
+	minMemberLen       = 10 // Session, 2 bools, 2 lengths, presence, 2 counts, 2 bools
+	minMemberLen1      = 9  // format 1: without NoEcho
 	minSubscriptionLen = 4  // SID, 2 lengths, Missed
 	minPublishLen      = 14 // Publisher, PubID, Level, 3 lengths, 2 bools, 3 counts, 2 list counts, Handed
 	minFailureLen      = 2  // 2 lengths
@@ -86,27 +95,33 @@ func (st *HubState) MarshalLayer() ([]byte, error) {
 }
 
 // UnmarshalLayer decodes what MarshalLayer encoded into st, replacing everything but st.Listener,
-// which it leaves untouched. Input that is no such encoding (another format version, truncated,
-// with bytes left over, a count or length beyond what the input could hold, a bool not 0 or 1, a
-// Level above AckProcessed) is refused with an error matching core.ErrInvalidState that names the
-// field and its byte offset, and st is left unchanged. Empty lists, strings and byte slices come
-// back nil; nothing decoded shares memory with b.
+// which it leaves untouched. Format 1 (the first release's) decodes with NoEcho false. Input
+// that is no such encoding (another format version, truncated, with bytes left over, a count or
+// length beyond what the input could hold, a bool not 0 or 1, a Level above AckProcessed) is
+// refused with an error matching core.ErrInvalidState that names the field and its byte offset,
+// and st is left unchanged. Empty lists, strings and byte slices come back nil; nothing decoded
+// shares memory with b.
 func (st *HubState) UnmarshalLayer(b []byte) error {
 	if st == nil {
 		return ftslerr.Errorf("ftsl: pubsub state: %w: nil *HubState", core.ErrInvalidState)
 	}
-	if msg := layercodec.CheckVersion(b, hubStateFormat); msg != "" {
+	format, msg := hubStateVersion(b)
+	if msg != "" {
 		return ftslerr.Errorf("ftsl: pubsub state: %w: %s", core.ErrInvalidState, msg)
 	}
 	d := layercodec.NewDecoder(b, 1, layercodec.Short, hubStateError)
 	var out HubState
-	if n := d.Count("Members", minMemberLen); n > 0 {
+	minMember := minMemberLen
+	if format == hubStateFormat1 {
+		minMember = minMemberLen1 // (10 would refuse a real state of minimal members)
+	}
+	if n := d.Count("Members", minMember); n > 0 {
 		out.Members = make([]MemberState, n)
 	}
 	d.Push("Members")
 	for i := range out.Members {
 		d.At(i)
-		decodeMember(d, &out.Members[i])
+		decodeMember(d, &out.Members[i], format)
 	}
 	d.Pop()
 	if n := d.Count("Publishes", minPublishLen); n > 0 {
@@ -130,6 +145,17 @@ func (st *HubState) UnmarshalLayer(b []byte) error {
 	return nil
 }
 
+// hubStateVersion returns the format b is in, or why it is none this side reads.
+func hubStateVersion(b []byte) (uint8, string) {
+	switch {
+	case len(b) == 0:
+		return 0, "empty input"
+	case b[0] != hubStateFormat && b[0] != hubStateFormat1:
+		return 0, fmt.Sprintf("format version %d, this side reads %d and %d", b[0], hubStateFormat1, hubStateFormat)
+	}
+	return b[0], ""
+}
+
 func hubStateError(where string, off int, msg string) error {
 	if where == "" {
 		where = "state"
@@ -145,7 +171,7 @@ func (st *HubState) size() int {
 	for i := range st.Members {
 		m := &st.Members[i]
 		n += uvarintLen(m.Session) + 2 + strLen(m.Identity) + strLen(m.Inbox) + 1 +
-			uvarintLen(uint64(len(m.Subscriptions))) + uvarintLen(uint64(len(m.Waiting))) + 1
+			uvarintLen(uint64(len(m.Subscriptions))) + uvarintLen(uint64(len(m.Waiting))) + 2
 		if p := m.Permissions; p != nil {
 			n += strLen(p.Identity) + listLen(p.Publish.Allow) + listLen(p.Publish.Deny) +
 				listLen(p.Subscribe.Allow) + listLen(p.Subscribe.Deny)
@@ -214,6 +240,7 @@ func encodeMember(e *layercodec.Encoder, m *MemberState) {
 		e.Bytes(w)
 	}
 	e.Bool(m.Throttled)
+	e.Bool(m.NoEcho)
 }
 
 func encodePublish(e *layercodec.Encoder, p *PublishState) {
@@ -249,7 +276,7 @@ func encodePublish(e *layercodec.Encoder, p *PublishState) {
 	}
 }
 
-func decodeMember(d *layercodec.Decoder, m *MemberState) {
+func decodeMember(d *layercodec.Decoder, m *MemberState, format uint8) {
 	m.Session = d.Uvarint("Session")
 	m.Connected = d.Bool("Connected")
 	m.Refused = d.Bool("Refused")
@@ -287,6 +314,9 @@ func decodeMember(d *layercodec.Decoder, m *MemberState) {
 	}
 	d.Pop()
 	m.Throttled = d.Bool("Throttled")
+	if format != hubStateFormat1 {
+		m.NoEcho = d.Bool("NoEcho")
+	}
 }
 
 func decodePublish(d *layercodec.Decoder, p *PublishState) {

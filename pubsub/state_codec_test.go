@@ -96,6 +96,7 @@ func pinnedHubState() HubState {
 			Subscriptions: []SubscriptionState{{SID: 1, Subject: "s", Queue: "q", Missed: 2}},
 			Waiting:       [][]byte{{0xaa}},
 			Throttled:     true,
+			NoEcho:        true,
 		}, {Session: 300}},
 		Publishes: []PublishState{{
 			Publisher: 5, PubID: 9, Level: AckProcessed, Subject: "s", Reply: "r", Payload: []byte{1, 2},
@@ -112,19 +113,15 @@ func pinnedHubState() HubState {
 func TestHubStateCodecBytes(t *testing.T) {
 	st := pinnedHubState()
 	want := cat(
-		[]byte{1}, // format
+		[]byte{2}, // format
 		[]byte{2}, // members
 		[]byte{5, 1, 0, 1, 'a', 4, '_', 'I', '.', '1'},               // Session, Connected, Refused, Identity, Inbox
 		[]byte{1, 2, 'i', 'd', 1, 3, 'x', '.', '>', 0, 0, 1, 1, 'y'}, // Permissions
 		[]byte{1, 1, 1, 's', 1, 'q', 2},                              // Subscriptions
 		[]byte{1, 1, 0xaa},                                           // Waiting
-		[]byte{1},                                                    // Throttled
-		[]byte{0xac, 0x02, 0, 0, 0, 0, 0, 0, 0, 0},                   // member 300, all else empty
-		[]byte{1}, // publishes
-		[]byte{5, 9, 2, 1, 's', 1, 'r', 2, 1, 2, 1, 0, 3, 2, 1}, // Publisher ... Processed
-		[]byte{1, 1, 'f', 3, 'w', 'h', 'y', 2},                  // Failures, Handed
-		[]byte{1, 0xac, 0x02, 4, 17, 1, 'g', 1, 5, 1},           // Shares
-		[]byte{1, 2, 3, 0x80, 0x01},                             // RoundRobin, Published, Sent, SlowDropped
+		[]byte{1, 1},                                                 // Throttled, NoEcho
+		[]byte{0xac, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0},                // member 300, all else empty
+		pinnedPublishes,
 	)
 	b, err := st.MarshalLayer()
 	if err != nil {
@@ -140,6 +137,58 @@ func TestHubStateCodecBytes(t *testing.T) {
 	if !reflect.DeepEqual(got, st) {
 		t.Fatalf("decoded %+v, want %+v", got, st)
 	}
+}
+
+// pinnedPublishes is pinnedHubState's encoding after its members, the same in formats 1 and 2.
+var pinnedPublishes = cat(
+	[]byte{1}, // publishes
+	[]byte{5, 9, 2, 1, 's', 1, 'r', 2, 1, 2, 1, 0, 3, 2, 1}, // Publisher ... Processed
+	[]byte{1, 1, 'f', 3, 'w', 'h', 'y', 2},                  // Failures, Handed
+	[]byte{1, 0xac, 0x02, 4, 17, 1, 'g', 1, 5, 1},           // Shares
+	[]byte{1, 2, 3, 0x80, 0x01},                             // RoundRobin, Published, Sent, SlowDropped
+)
+
+// pinnedFormat1 is pinnedHubState as the first release encoded it: format 1, no NoEcho.
+var pinnedFormat1 = cat(
+	[]byte{1}, // format
+	[]byte{2}, // members
+	[]byte{5, 1, 0, 1, 'a', 4, '_', 'I', '.', '1'},               // Session, Connected, Refused, Identity, Inbox
+	[]byte{1, 2, 'i', 'd', 1, 3, 'x', '.', '>', 0, 0, 1, 1, 'y'}, // Permissions
+	[]byte{1, 1, 1, 's', 1, 'q', 2},                              // Subscriptions
+	[]byte{1, 1, 0xaa},                                           // Waiting
+	[]byte{1},                                                    // Throttled
+	[]byte{0xac, 0x02, 0, 0, 0, 0, 0, 0, 0, 0},                   // member 300, all else empty
+	pinnedPublishes,
+)
+
+// TestHubStateDecodeFormat1: a pubsub layer the first release wrote (format 1, members without
+// NoEcho) decodes, with NoEcho false, and encodes again as format 2. Its members' fewest bytes
+// are 9, not 10: a state of minimal members decodes.
+func TestHubStateDecodeFormat1(t *testing.T) {
+	var got HubState
+	if err := got.UnmarshalLayer(pinnedFormat1); err != nil {
+		t.Fatal(err)
+	}
+	want := pinnedHubState()
+	want.Members[0].NoEcho = false
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("decoded %+v, want %+v", got, want)
+	}
+	b, err := got.MarshalLayer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again HubState
+	if err := again.UnmarshalLayer(b); err != nil || b[0] != 2 || !reflect.DeepEqual(again, want) {
+		t.Fatalf("encoded again as format %d: %+v, %v", b[0], again, err)
+	}
+	const n = 20
+	minimal := cat([]byte{1, n}, bytes.Repeat([]byte{7, 0, 0, 0, 0, 0, 0, 0, 0}, n), []byte{0, 0, 0, 0, 0})
+	var st HubState
+	if err := st.UnmarshalLayer(minimal); err != nil || len(st.Members) != n || st.Members[n-1].Session != 7 {
+		t.Fatalf("%d minimal members of format 1: %d decoded, %v", n, len(st.Members), err)
+	}
+	checkTruncations(t, pinnedFormat1)
 }
 
 // TestHubStateCodecMinSizes pins the fewest bytes of each element, which the decoder checks
@@ -200,7 +249,11 @@ func TestHubStateDecodeRejects(t *testing.T) {
 		want string
 	}{
 		{"empty", nil, "empty input"},
-		{"format 2", []byte{2, 0, 0, 0, 0, 0, 0}, "format version 2, this side reads 1"},
+		{"format 3", []byte{3, 0, 0, 0, 0, 0, 0}, "format version 3, this side reads 1 and 2"},
+		{"format 0", []byte{0, 0, 0, 0, 0, 0, 0}, "format version 0, this side reads 1 and 2"},
+		{"format 2: NoEcho truncated", []byte{2, 1, 5, 0, 0, 3, 'a', 'b', 'c', 0, 0, 0, 0, 0}, "Members[0].NoEcho at byte 14: truncated"},
+		{"format 2: NoEcho 2", cat([]byte{2, 1, 5}, noMember, []byte{2}, tail), "Members[0].NoEcho at byte 11: bool 2, not 0 or 1"},
+		{"format 2: members of 10 bytes", cat([]byte{2, 2}, []byte{1}, noMember, []byte{0}, tail), "Members at byte 1: 2 elements in the 15 bytes left"},
 		{"2^60 members in 20 bytes", cat([]byte{1}, uv(1<<60), make([]byte, 10)), "Members at byte 1: 1152921504606846976 elements in the 10 bytes left"},
 		{"more members than bytes", cat([]byte{1, 3}, []byte{1}, noMember, tail), "Members at byte 1: 3 elements in the 14 bytes left"},
 		{"2^33 members (past a 32-bit int)", cat([]byte{1}, uv(1<<33), make([]byte, 64)), "Members at byte 1: 8589934592 elements"},
@@ -348,6 +401,7 @@ func FuzzHubStateDecode(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	f.Add(pinnedFormat1)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var st HubState
 		if err := st.UnmarshalLayer(b); err != nil {
@@ -360,7 +414,11 @@ func FuzzHubStateDecode(f *testing.F) {
 		if err != nil {
 			t.Fatalf("a decoded state does not encode: %v", err)
 		}
-		if !bytes.Equal(b, b2) {
+		if b[0] == hubStateFormat1 { // encoded again as format 2: a NoEcho byte more per member
+			if b2[0] != hubStateFormat || len(b2) != len(b)+len(st.Members) {
+				t.Fatalf("format 1 input\n% x\nencodes as\n% x", b, b2)
+			}
+		} else if !bytes.Equal(b, b2) {
 			t.Fatalf("input\n% x\nencodes back as\n% x", b, b2)
 		}
 		var st2 HubState

@@ -23,9 +23,9 @@
 //	✓✓ blue  processed: every member showed it (Ticket.Wait: no error, Processed == Matched)
 //	✗        failed, with who failed it and why (the OutcomeError's failures)
 //
-// A member subscribes to its room's subject, so it gets its own lines back too (pubsub has no
-// "no echo" option); it confirms them without showing them, and counts itself out: "processed
-// by 2/2" means both other members. A member alone in its room has its lines processed by 0/0.
+// A member connects with pubsub.Config.NoEcho, so the hub neither sends it its own lines nor
+// counts it in their outcomes: "processed by 2/2" means both other members. A member alone in
+// its room has its lines processed by 0/0.
 //
 // # Terminal and scripts
 //

@@ -38,10 +38,10 @@ type memberConfig struct {
 // member is one user in one room: a pubsub client subscribed to the room's subject, where lines
 // are said, and its presence subject, where members say who is here.
 //
-// A member gets its own lines back, since it subscribes to the subject it publishes on (pubsub
-// has no "no echo" option). It confirms them without showing them, and counts itself out of its
-// marks: "processed by every member" means every other member, and a member alone in its room
-// sees its lines processed by 0 of 0.
+// A member subscribes to the subject it publishes on, but connects with pubsub.Config.NoEcho:
+// the hub sends it none of its own lines and presence news, and leaves it out of its lines'
+// outcomes. "Processed by every member" means every other member, and a member alone in its
+// room sees its lines processed by 0 of 0.
 type member struct {
 	cfg      memberConfig
 	c        *pubsub.Client
@@ -76,7 +76,7 @@ func join(ctx context.Context, cfg memberConfig) (*member, error) {
 	sc := cfg.Session
 	sc.Dial = m.dial
 	var err error
-	m.c, err = pubsub.Dial(ctx, cfg.Hub, pubsub.Config{Name: cfg.Name, Session: oneway.Config{Core: sc}})
+	m.c, err = pubsub.Dial(ctx, cfg.Hub, pubsub.Config{Name: cfg.Name, NoEcho: true, Session: oneway.Config{Core: sc}})
 	if err != nil {
 		m.out.stop()
 		return nil, fmt.Errorf("joining the hub at %s: %w", cfg.Hub, err)
@@ -178,9 +178,6 @@ func (m *member) onChat(_ context.Context, msg *pubsub.Msg) error {
 	if err != nil {
 		return err // the sender hears it in its outcome
 	}
-	if instance == m.instance {
-		return nil // our own line
-	}
 	if m.cfg.OnLine != nil {
 		m.cfg.OnLine(chatLine{From: msg.Publisher, Instance: instance, Seq: seq, Text: text})
 	}
@@ -193,9 +190,6 @@ func (m *member) onPresence(ctx context.Context, msg *pubsub.Msg) error {
 	kind, instance, err := decodePresence(msg.Data)
 	if err != nil {
 		return err
-	}
-	if instance == m.instance {
-		return nil
 	}
 	m.mu.Lock()
 	_, known := m.others[instance]

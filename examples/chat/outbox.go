@@ -58,12 +58,13 @@ func (l *sentLine) Others() (matched, processed int) {
 	return othersOf(out, err)
 }
 
-// othersOf takes the sender out of an outcome's counts: its own subscription matched too.
+// othersOf is an outcome's counts: the other members only, as the sender's own subscription is
+// not matched (NoEcho).
 func othersOf(out pubsub.Outcome, err error) (matched, processed int) {
 	if err != nil && out.Matched == 0 { // the whole publish failed: no counts
 		return 0, 0
 	}
-	return max(out.Matched-1, 0), max(out.Processed-1, 0)
+	return out.Matched, out.Processed
 }
 
 // Reason says why the line failed: who failed it and why, or why the whole publish failed.

@@ -11,8 +11,7 @@ import (
 
 // What travels on the room's subjects. Both payloads are text, so a member can be written in
 // any language with a pubsub client, and both carry the sender's instance: a random ID per
-// process, which tells a member's own echo (it subscribes to its room, so it gets what it
-// publishes) and two users who picked the same name apart.
+// process, which tells two users who picked the same name apart.
 //
 //	chat.<room>           "<instance> <seq> <text>"   seq counts from 1 per instance
 //	chat.<room>.presence  "join <instance>" | "here <instance>" | "leave <instance>"

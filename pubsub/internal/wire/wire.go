@@ -4,7 +4,7 @@
 // message, so a hub can send it to many subscribers behind a per-subscriber header without
 // copying it.
 //
-//	CONNECT  op=1  version u8, name, token, user, password, inbox
+//	CONNECT  op=1  version u8, name, token, user, password, inbox[, flags u8]
 //	SUB      op=2  sid, subject, queue
 //	UNSUB    op=3  sid
 //	PUB      op=4  pubID, level u8 (| 0x80: report delivered), subject, reply, payload
@@ -12,6 +12,12 @@
 //	OUTCOME  op=17 pubID, matched, delivered, processed, failures: count, then (subscriber, reason)
 //	NOTICE   op=18 kind u8, sid, text
 //	PROGRESS op=19 pubID, matched, delivered
+//
+// CONNECT's flags byte is written only when a flag is set: a client that sets none sends what
+// the first release did, and so still connects to a hub of that release, while one that asks for
+// NoEcho is refused by such a hub ("bytes after CONNECT") rather than echoed without a word. A
+// decoder takes a CONNECT without the byte as flags 0, and refuses a flags byte of 0 (so that a
+// CONNECT has one encoding) and bits it does not know.
 //
 // PROGRESS answers a PUB at level processed whose level byte has ReportDelivered: every matched
 // subscriber was handed the message, and the OUTCOME is still to come. The hub sends it at most
@@ -44,6 +50,14 @@ const (
 	OpProgress = 19
 )
 
+// CONNECT flags.
+const (
+	// ConnectNoEcho: the hub sends none of the client's own publishes to its subscriptions.
+	ConnectNoEcho = 1 << 0
+
+	connectFlagsKnown = ConnectNoEcho
+)
+
 // ReportDelivered, or'ed into PUB's level byte, asks for a PROGRESS.
 const ReportDelivered = 0x80
 
@@ -68,6 +82,7 @@ type Connect struct {
 	Version                     uint8
 	Name, Token, User, Password string
 	Inbox                       string // the prefix of the client's reply subjects, _INBOX.<id>
+	Flags                       uint8  // ConnectNoEcho
 }
 
 // Sub is SUB.
@@ -113,6 +128,9 @@ func AppendConnect(b []byte, c Connect) []byte {
 	b = append(b, OpConnect, c.Version)
 	for _, s := range []string{c.Name, c.Token, c.User, c.Password, c.Inbox} {
 		b = appendString(b, s)
+	}
+	if c.Flags != 0 {
+		b = append(b, c.Flags)
 	}
 	return b
 }
@@ -270,6 +288,14 @@ func DecodeConnect(b []byte) (Connect, error) {
 	c := Connect{Version: d.byte("version")}
 	c.Name, c.Token, c.User = d.str("name", nil), d.str("token", nil), d.str("user", nil)
 	c.Password, c.Inbox = d.str("password", nil), d.str("inbox", nil)
+	if d.err == nil && len(d.b) > 0 { // (absent: a client of the first release, no flags)
+		c.Flags = d.byte("flags")
+		if unknown := c.Flags &^ connectFlagsKnown; unknown != 0 {
+			d.fail(fmt.Sprintf("CONNECT flags %#x: unknown bits %#x", c.Flags, unknown))
+		} else if c.Flags == 0 {
+			d.fail("CONNECT flags 0: the byte is written only with a flag set") // (one encoding each)
+		}
+	}
 	return c, d.end("CONNECT")
 }
 

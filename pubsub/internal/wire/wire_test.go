@@ -13,6 +13,10 @@ func TestRoundTrips(t *testing.T) {
 	if got, err := DecodeConnect(AppendConnect(nil, c)); err != nil || got != c {
 		t.Errorf("CONNECT: %+v %v", got, err)
 	}
+	c.Flags = ConnectNoEcho
+	if got, err := DecodeConnect(AppendConnect(nil, c)); err != nil || got != c {
+		t.Errorf("CONNECT with NoEcho: %+v %v", got, err)
+	}
 	s := Sub{SID: 300, Subject: "chat.*.msg", Queue: "workers"}
 	if got, err := DecodeSub(AppendSub(nil, s)); err != nil || got != s {
 		t.Errorf("SUB: %+v %v", got, err)
@@ -71,6 +75,39 @@ func TestTruncated(t *testing.T) {
 	}
 }
 
+// TestConnectFlags: a CONNECT without the flags byte (the first release's) is flags 0, and one
+// without flags is written as the first release wrote it; a flags byte of 0, unknown bits and
+// bytes after the flags are refused.
+func TestConnectFlags(t *testing.T) {
+	old := Connect{Version: 1, Name: "n", Inbox: "_INBOX.x"}
+	b := AppendConnect(nil, old)
+	want := []byte{OpConnect, 1, 1, 'n', 0, 0, 0, 8, '_', 'I', 'N', 'B', 'O', 'X', '.', 'x'}
+	if !bytes.Equal(b, want) {
+		t.Fatalf("CONNECT without flags encodes as\n% x\nnot as the first release's\n% x", b, want)
+	}
+	if got, err := DecodeConnect(want); err != nil || got != old {
+		t.Errorf("the first release's CONNECT: %+v %v", got, err)
+	}
+	if got, err := DecodeConnect(append(bytes.Clone(want), ConnectNoEcho)); err != nil || got.Flags != ConnectNoEcho {
+		t.Errorf("NoEcho: %+v %v", got, err)
+	}
+	for _, tc := range []struct {
+		tail []byte
+		want string
+	}{
+		{[]byte{0}, "CONNECT flags 0: the byte is written only with a flag set"},
+		{[]byte{0x02}, "CONNECT flags 0x2: unknown bits 0x2"},
+		{[]byte{0x81}, "CONNECT flags 0x81: unknown bits 0x80"},
+		{[]byte{ConnectNoEcho, 0}, "1 bytes after CONNECT"},
+		{[]byte{ConnectNoEcho, 0, 0}, "2 bytes after CONNECT"},
+	} {
+		_, err := DecodeConnect(append(bytes.Clone(want), tc.tail...))
+		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("CONNECT then % x: %v, want ErrMalformed about %q", tc.tail, err, tc.want)
+		}
+	}
+}
+
 func TestLimits(t *testing.T) {
 	long := strings.Repeat("x", MaxString+1)
 	if _, err := DecodeSub(AppendSub(nil, Sub{SID: 1, Subject: long})); !errors.Is(err, ErrMalformed) {
@@ -122,6 +159,7 @@ func decodeAny(b []byte) error {
 // FuzzDecode: no input panics a decoder, and whatever decodes encodes back to the same bytes.
 func FuzzDecode(f *testing.F) {
 	f.Add(AppendConnect(nil, Connect{Version: 1, Name: "n"}))
+	f.Add(AppendConnect(nil, Connect{Version: 1, Name: "n", Inbox: "_INBOX.x", Flags: ConnectNoEcho}))
 	f.Add(AppendSub(nil, Sub{SID: 2, Subject: "a.>", Queue: "q"}))
 	f.Add(AppendUnsub(nil, 3))
 	f.Add(append(AppendPubHeader(nil, 1, 2, "a.b", ""), 1, 2, 3))

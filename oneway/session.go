@@ -44,11 +44,11 @@ type Session struct {
 	closing     bool // Close was called: no new messages
 	ended       bool
 	endErr      error
-	drained     chan struct{} // closed when closing and no ticket is outstanding
-	wasDown     bool          // the connection died since the last resume
-	onClose     func(error)   // OnClose's
+	drained     chan struct{}     // closed when closing and no ticket is outstanding
+	wasDown     bool              // the connection died since the last resume
+	onClose     func(error)       // OnClose's
 	onConn      func(bool, error) // OnConnectionChange's
-	endedWith   []endedTicket // tickets just ended whose OnEnd is still to call
+	endedWith   []endedTicket     // tickets just ended whose OnEnd is still to call
 	// Migration (export.go): set by the listener's Export; moved is closed, and exported set,
 	// once the core session moved and the tickets it left were taken.
 	exporting bool

@@ -6,11 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 
 	"github.com/ftsl-go/ftsl/core"
+	"github.com/ftsl-go/ftsl/events"
 	"github.com/ftsl-go/ftsl/oneway"
 	"github.com/ftsl-go/ftsl/pubsub"
 )
@@ -28,7 +28,8 @@ type memberConfig struct {
 	// OnPresence hears another member (instance, called name) join, answer a join (here), or
 	// leave; sameName says someone else present is called so too.
 	OnPresence func(kind, name, instance string, sameName bool)
-	// OnReconnect hears each new connection after the first: n counts them all.
+	// OnReconnect hears each time the session resumed on a new connection (the client's
+	// SessionResumed event): n counts the connections, the first included.
 	OnReconnect func(n int64)
 	// OnMark hears each change of a line's mark: sent (from Say's goroutine), then delivered,
 	// processed or failed (from the member's outbox goroutine).
@@ -48,7 +49,7 @@ type member struct {
 	instance string
 	subject  string
 	presence string
-	conns    atomic.Int64
+	resumes  atomic.Int64
 	out      *outbox
 
 	sayMu sync.Mutex // Say's: numbers lines in the order they are published
@@ -73,14 +74,13 @@ func join(ctx context.Context, cfg memberConfig) (*member, error) {
 		changed:  make(chan struct{}),
 	}
 	m.out = newOutbox(m.mark)
-	sc := cfg.Session
-	sc.Dial = m.dial
 	var err error
-	m.c, err = pubsub.Dial(ctx, cfg.Hub, pubsub.Config{Name: cfg.Name, NoEcho: true, Session: oneway.Config{Core: sc}})
+	m.c, err = pubsub.Dial(ctx, cfg.Hub, pubsub.Config{Name: cfg.Name, NoEcho: true, Session: oneway.Config{Core: cfg.Session}})
 	if err != nil {
 		m.out.stop()
 		return nil, fmt.Errorf("joining the hub at %s: %w", cfg.Hub, err)
 	}
+	m.c.OnEvent(m.onEvent)
 	if _, err = m.c.Subscribe(m.subject, m.onChat); err == nil {
 		_, err = m.c.Subscribe(m.presence, m.onPresence)
 	}
@@ -95,41 +95,18 @@ func join(ctx context.Context, cfg memberConfig) (*member, error) {
 	return m, nil
 }
 
-// dial opens the session's connections. Each one counts once the hub answered on it (its
-// first bytes came): every one after the first is a reconnection, and an attempt the network
-// refused is none. (pubsub.Client tells no reconnections of its own.)
-func (m *member) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
+// onEvent counts the session's resumptions: each is a new connection after the first.
+func (m *member) onEvent(e events.Event) {
+	if e.Kind != events.SessionResumed {
+		return
 	}
-	return &answeredConn{Conn: c, answered: m.connected}, nil
-}
-
-func (m *member) connected() {
-	if n := m.conns.Add(1); n > 1 && m.cfg.OnReconnect != nil {
-		m.cfg.OnReconnect(n)
+	if n := m.resumes.Add(1); m.cfg.OnReconnect != nil {
+		m.cfg.OnReconnect(n + 1)
 	}
 }
 
 // Reconnects is how many times the member's session connected again after its first connection.
-func (m *member) Reconnects() int64 { return max(m.conns.Load()-1, 0) }
-
-// answeredConn calls answered once, when the first bytes arrive.
-type answeredConn struct {
-	net.Conn
-	once     atomic.Bool
-	answered func()
-}
-
-func (c *answeredConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if n > 0 && !c.once.Load() && c.once.CompareAndSwap(false, true) {
-		c.answered()
-	}
-	return n, err
-}
+func (m *member) Reconnects() int64 { return m.resumes.Load() }
 
 // Say publishes a line at AckProcessed, asking to hear when every member has it, and returns it
 // once it is buffered: the session delivers it across broken connections from then on. It

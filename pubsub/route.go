@@ -84,12 +84,13 @@ func (h *Hub) route(pub *member, p wire.Pub, fl *oneway.Flusher) error {
 			r.deliver(sub, &groupShare{name: g.Name})
 		}
 	}
+	// Counted before the outcome can go: a publisher that has it finds it in Stats.
+	h.counts.published.Add(1)
+	r.addCounts()
 	if ps != nil {
 		ps.handed(false) // the share routing itself held: progress and the outcome may be complete
 		ps.shareDone()
 	}
-	h.counts.published.Add(1)
-	r.addCounts()
 	return nil
 }
 

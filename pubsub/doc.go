@@ -22,5 +22,8 @@
 //     Msg.Respond, through an inbox subject as NATS does.
 //
 // Subscriptions live as long as the client's session: they survive reconnections with nothing
-// to redo, and end, loudly, if the session is lost.
+// to redo, and end, loudly, if the session is lost. A client's Events say when its connection
+// died and when the session resumed (SessionReconnecting, SessionResumed), for an application
+// that shows it. A client that subscribes to what it publishes itself and wants only the others'
+// messages sets Config.NoEcho.
 package pubsub

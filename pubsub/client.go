@@ -41,8 +41,7 @@ type Client struct {
 	drained  chan struct{}                      // closed once closing and no publish waits for its outcome
 	ended    chan struct{}                      // closed by sessionEnded: every ticket of the session has ended
 	err      error                              // why the client ended
-	strings  map[string]string                  // subjects and names seen (the dispatcher's)
-	recent   [2]string                          // the last two of them intern returned
+	names    interner                           // subjects and names seen (the dispatcher's)
 	hdrPool  sync.Pool                          // *[]byte scratch for PUB headers
 	onMsgErr func(sub *Subscription, err error) // for tests
 }
@@ -71,7 +70,6 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Client, error) {
 		subs:     make(map[uint64]*Subscription),
 		pending:  make(map[uint64]*Ticket),
 		requests: make(map[string]chan *Msg),
-		strings:  make(map[string]string),
 		drained:  make(chan struct{}),
 		ended:    make(chan struct{}),
 	}
@@ -283,29 +281,9 @@ type arrival struct {
 	d oneway.Delivery
 }
 
-// intern returns b as a string, reusing one seen before (the dispatcher's alone). The last two
-// strings it returned (a stream's subject and publisher) are found without hashing.
-func (c *Client) intern(b []byte) string {
-	for _, s := range c.recent {
-		if string(b) == s {
-			return s
-		}
-	}
-	s, ok := c.strings[string(b)]
-	if !ok {
-		s = string(b)
-		if len(c.strings) >= 1024 {
-			clear(c.strings)
-		}
-		c.strings[s] = s
-	}
-	c.recent[1], c.recent[0] = c.recent[0], s
-	return s
-}
-
 // message hands one MSG to its subscription.
 func (c *Client) message(d *oneway.Delivery, m *Msg) {
-	w, err := wire.DecodeMsg(d.Data, c.intern)
+	w, err := wire.DecodeMsg(d.Data, c.names.intern)
 	if err != nil {
 		_ = d.Reject(err)
 		return

@@ -25,9 +25,8 @@ type member struct {
 	drainMu   sync.Mutex
 	connected bool
 	refused   bool
-	strings   map[string]string // subjects seen, so routing allocates no string per publish
-	recent    [2]string         // the last two strings intern returned, found without hashing
-	hdr       []byte            // scratch for MSG headers
+	names     interner // subjects seen, so routing allocates no string per publish
+	hdr       []byte   // scratch for MSG headers
 	// flush holds the wake-ups of the subscribers' writers for what one drain routed: each
 	// writer is woken once per drain, not once per message.
 	flush oneway.Flusher
@@ -134,33 +133,13 @@ func (m *member) handle(d *oneway.Delivery) error {
 		}
 		return m.unsubscribe(sid)
 	case wire.OpPub:
-		p, err := wire.DecodePub(d.Data, m.intern)
+		p, err := wire.DecodePub(d.Data, m.names.intern)
 		if err != nil {
 			return err
 		}
 		return m.hub.route(m, p, &m.flush)
 	}
 	return ftslerr.Errorf("%w: op %d", wire.ErrMalformed, op)
-}
-
-// intern returns b as a string, the same one each time it sees the same bytes, for a bounded
-// number of distinct strings.
-func (m *member) intern(b []byte) string {
-	for _, s := range m.recent {
-		if string(b) == s {
-			return s
-		}
-	}
-	s, ok := m.strings[string(b)]
-	if !ok {
-		s = string(b)
-		if m.strings == nil || len(m.strings) >= 1024 {
-			m.strings = make(map[string]string)
-		}
-		m.strings[s] = s
-	}
-	m.recent[1], m.recent[0] = m.recent[0], s
-	return s
 }
 
 func (m *member) connect(b []byte) error {

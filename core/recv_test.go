@@ -228,7 +228,8 @@ func TestHeldMessagesStayIntact(t *testing.T) {
 		}
 		for _, p := range want {
 			s.mu.Lock()
-			m, ok := s.takeLocked()
+			var m Message
+			ok := s.takeLocked(&m)
 			s.mu.Unlock()
 			if !ok {
 				t.Fatal("no message to take")
@@ -242,7 +243,8 @@ func TestHeldMessagesStayIntact(t *testing.T) {
 					t.Fatal(err)
 				}
 				s.mu.Lock()
-				again, ok := s.takeLocked()
+				var again Message
+				ok = s.takeLocked(&again)
 				s.mu.Unlock()
 				if !ok || again.ID != m.ID || !bytes.Equal(again.Data, p) {
 					t.Fatalf("requeued message %d came back as %d", m.ID, again.ID)

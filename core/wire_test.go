@@ -897,7 +897,8 @@ func wireDrain(s *Session) []Message {
 	var out []Message
 	for {
 		s.mu.Lock()
-		m, ok := s.takeLocked()
+		var m Message
+		ok := s.takeLocked(&m)
 		s.mu.Unlock()
 		if !ok {
 			return out

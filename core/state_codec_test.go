@@ -345,7 +345,7 @@ func FuzzCoreStateDecode(f *testing.F) {
 // is encoded, decoded and imported on another port, and every message both ways arrives once,
 // in order, with every failure and processed mark reaching its sender.
 func TestStateCodecMigrate(t *testing.T) {
-	const clients, n = 2, 120
+	const clients, n = 2, 400
 	cfg := Config{MaxInFlight: 4, AckDelay: time.Millisecond}
 	ccfg := cfg
 	ccfg.BackoffMin, ccfg.BackoffMax = time.Millisecond, 20*time.Millisecond
@@ -353,7 +353,12 @@ func TestStateCodecMigrate(t *testing.T) {
 	ctx := testCtx(t)
 	tr := startMigrationTraffic(ctx, m, n, 5000)
 	exported := m.pauseExport()
-	if c := countState(exported); c.frames == 0 || c.held+c.waiting == 0 {
+	// Something must be in flight for the move to prove anything. (Which parts are is up to the
+	// scheduler: on a loaded machine every sent frame may already be acknowledged at the pause, as
+	// happened to 386 binaries under a parallel -race run. TestMigrate insists on both.)
+	c := countState(exported)
+	t.Logf("export: %+v", c)
+	if c.frames+c.held+c.waiting == 0 {
 		t.Fatalf("the export caught no traffic in flight (%+v): the test proves nothing", c)
 	}
 	b, err := exported.MarshalLayer()

@@ -88,17 +88,8 @@ func (st *ListenerState) UnmarshalLayer(b []byte) error {
 		return ftslerr.Errorf("ftsl: core state: %w: %s", ErrInvalidState, msg)
 	}
 	d := layercodec.NewDecoder(b, 1, layercodec.Plain, stateError)
-	n := d.Count("Sessions", minSessionLen)
 	var out ListenerState
-	if n > 0 {
-		out.Sessions = make([]SessionState, n)
-	}
-	d.Push("Sessions")
-	for i := range out.Sessions {
-		d.At(i)
-		decodeSession(d, &out.Sessions[i])
-	}
-	d.Pop()
+	out.Sessions = layercodec.List(d, "Sessions", minSessionLen, decodeSession)
 	if err := d.End("last session"); err != nil {
 		return err
 	}
@@ -286,13 +277,7 @@ func decodeSession(d *layercodec.Decoder, ss *SessionState) {
 	r.Cost = d.Uvarint("Recv.Cost")
 	r.ReleasedCost = d.Uvarint("Recv.ReleasedCost")
 	r.Released = d.Uvarint("Recv.Released")
-	if n := d.Count("Recv.Messages", minMessageLen); n > 0 {
-		r.Messages = make([]ReceivedMessage, n)
-	}
-	d.Push("Recv.Messages")
-	for i := range r.Messages {
-		d.At(i)
-		m := &r.Messages[i]
+	r.Messages = layercodec.List(d, "Recv.Messages", minMessageLen, func(d *layercodec.Decoder, m *ReceivedMessage) {
 		m.ID = d.Uvarint("ID")
 		f := level(d, "flags", rmFlags)
 		m.Level = AckLevel(f & 3)
@@ -302,8 +287,7 @@ func decodeSession(d *layercodec.Decoder, ss *SessionState) {
 		m.Settled = f&rmSettled != 0
 		m.Cost = d.Uvarint("Cost")
 		m.Data = d.Bytes("Data")
-	}
-	d.Pop()
+	})
 	if flags&ssPartial != 0 {
 		pm := &PartialMessage{}
 		pm.ID = d.Uvarint("Recv.Partial.ID")
@@ -314,18 +298,11 @@ func decodeSession(d *layercodec.Decoder, ss *SessionState) {
 		pm.Data = d.Bytes("Recv.Partial.Data")
 		r.Partial = pm
 	}
-	if n := d.Count("Recv.Fails", minFailLen); n > 0 {
-		r.Fails = make([]FailReport, n)
-	}
-	d.Push("Recv.Fails")
-	for i := range r.Fails {
-		d.At(i)
-		f := &r.Fails[i]
+	r.Fails = layercodec.List(d, "Recv.Fails", minFailLen, func(d *layercodec.Decoder, f *FailReport) {
 		f.Seq = d.Uvarint("Seq")
 		f.MID = d.Uvarint("MID")
 		f.Reason = d.String("Reason")
-	}
-	d.Pop()
+	})
 	r.NextFailSeq = d.Uvarint("Recv.NextFailSeq")
 	r.PeerFailSeq = d.Uvarint("Recv.PeerFailSeq")
 	r.MaxInFlight = d.Int("Recv.MaxInFlight")

@@ -89,46 +89,24 @@ func (st *ListenerState) UnmarshalLayer(b []byte) error {
 		return ftslerr.Errorf("ftsl: oneway state: %w: %s", core.ErrInvalidState, msg)
 	}
 	d := layercodec.NewDecoder(b, 1, layercodec.Plain, stateError)
-	var sessions []SessionState
-	if n := d.Count("Sessions", minSessionLen); n > 0 {
-		sessions = make([]SessionState, n)
-	}
-	d.Push("Sessions")
-	for i := range sessions {
-		d.At(i)
-		ss := &sessions[i]
+	sessions := layercodec.List(d, "Sessions", minSessionLen, func(d *layercodec.Decoder, ss *SessionState) {
 		ss.ID = d.Uvarint("ID")
 		ss.AckDone = d.Uvarint("AckDone")
 		ss.DelDone = d.Uvarint("DelDone")
 		ss.ProcDone = d.Uvarint("ProcDone")
-		if n := d.Count("Tickets", minTicketLen); n > 0 {
-			ss.Tickets = make([]TicketState, n)
-		}
-		d.Push("Tickets")
-		for k := range ss.Tickets {
-			d.At(k)
-			t := &ss.Tickets[k]
+		ss.Tickets = layercodec.List(d, "Tickets", minTicketLen, func(d *layercodec.Decoder, t *TicketState) {
 			t.ID = d.Uvarint("ID")
 			f := d.Byte("flags", tsFlags)
 			if f&3 > uint8(AckProcessed) {
 				d.Reject("flags", "level %d", f&3)
 			}
 			t.Level, t.Delivered = AckLevel(f&3), f&tsDelivered != 0
-		}
-		d.Pop()
-		if n := d.Count("Attempts", minAttemptLen); n > 0 {
-			ss.Attempts = make([]AttemptState, n)
-		}
-		d.Push("Attempts")
-		for k := range ss.Attempts {
-			d.At(k)
-			a := &ss.Attempts[k]
+		})
+		ss.Attempts = layercodec.List(d, "Attempts", minAttemptLen, func(d *layercodec.Decoder, a *AttemptState) {
 			a.ID = d.Uvarint("ID")
 			a.Failed = d.Int("Failed")
-		}
-		d.Pop()
-	}
-	d.Pop()
+		})
+	})
 	if err := d.End("last session"); err != nil {
 		return err
 	}

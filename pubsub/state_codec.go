@@ -115,24 +115,10 @@ func (st *HubState) UnmarshalLayer(b []byte) error {
 	if format == hubStateFormat1 {
 		minMember = minMemberLen1 // (10 would refuse a real state of minimal members)
 	}
-	if n := d.Count("Members", minMember); n > 0 {
-		out.Members = make([]MemberState, n)
-	}
-	d.Push("Members")
-	for i := range out.Members {
-		d.At(i)
-		decodeMember(d, &out.Members[i], format)
-	}
-	d.Pop()
-	if n := d.Count("Publishes", minPublishLen); n > 0 {
-		out.Publishes = make([]PublishState, n)
-	}
-	d.Push("Publishes")
-	for i := range out.Publishes {
-		d.At(i)
-		decodePublish(d, &out.Publishes[i])
-	}
-	d.Pop()
+	out.Members = layercodec.List(d, "Members", minMember, func(d *layercodec.Decoder, m *MemberState) {
+		decodeMember(d, m, format)
+	})
+	out.Publishes = layercodec.List(d, "Publishes", minPublishLen, decodePublish)
 	out.RoundRobin = d.Uvarint("RoundRobin")
 	out.Published = d.Uvarint("Published")
 	out.Sent = d.Uvarint("Sent")
@@ -291,28 +277,13 @@ func decodeMember(d *layercodec.Decoder, m *MemberState, format uint8) {
 		p.Subscribe.Deny = d.Strings("Permissions.Subscribe.Deny")
 		m.Permissions = p
 	}
-	if n := d.Count("Subscriptions", minSubscriptionLen); n > 0 {
-		m.Subscriptions = make([]SubscriptionState, n)
-	}
-	d.Push("Subscriptions")
-	for i := range m.Subscriptions {
-		d.At(i)
-		s := &m.Subscriptions[i]
+	m.Subscriptions = layercodec.List(d, "Subscriptions", minSubscriptionLen, func(d *layercodec.Decoder, s *SubscriptionState) {
 		s.SID = d.Uvarint("SID")
 		s.Subject = d.String("Subject")
 		s.Queue = d.String("Queue")
 		s.Missed = d.Uvarint("Missed")
-	}
-	d.Pop()
-	if n := d.Count("Waiting", minStringLen); n > 0 {
-		m.Waiting = make([][]byte, n)
-	}
-	d.Push("Waiting")
-	for i := range m.Waiting {
-		d.At(i)
-		m.Waiting[i] = d.Bytes("")
-	}
-	d.Pop()
+	})
+	m.Waiting = layercodec.List(d, "Waiting", minStringLen, func(d *layercodec.Decoder, b *[]byte) { *b = d.Bytes("") })
 	m.Throttled = d.Bool("Throttled")
 	if format != hubStateFormat1 {
 		m.NoEcho = d.Bool("NoEcho")
@@ -335,38 +306,17 @@ func decodePublish(d *layercodec.Decoder, p *PublishState) {
 	p.Matched = d.Uvarint("Matched")
 	p.Delivered = d.Uvarint("Delivered")
 	p.Processed = d.Uvarint("Processed")
-	if n := d.Count("Failures", minFailureLen); n > 0 {
-		p.Failures = make([]FailureState, n)
-	}
-	d.Push("Failures")
-	for i := range p.Failures {
-		d.At(i)
-		p.Failures[i].Subscriber = d.String("Subscriber")
-		p.Failures[i].Reason = d.String("Reason")
-	}
-	d.Pop()
+	p.Failures = layercodec.List(d, "Failures", minFailureLen, func(d *layercodec.Decoder, f *FailureState) {
+		f.Subscriber = d.String("Subscriber")
+		f.Reason = d.String("Reason")
+	})
 	p.Handed = d.Uvarint("Handed")
-	if n := d.Count("Shares", minShareLen); n > 0 {
-		p.Shares = make([]ShareState, n)
-	}
-	d.Push("Shares")
-	for i := range p.Shares {
-		d.At(i)
-		s := &p.Shares[i]
+	p.Shares = layercodec.List(d, "Shares", minShareLen, func(d *layercodec.Decoder, s *ShareState) {
 		s.Subscriber = d.Uvarint("Subscriber")
 		s.SID = d.Uvarint("SID")
 		s.Ticket = d.Uvarint("Ticket")
 		s.Group = d.String("Group")
-		if n := d.Count("Tried", minUvarintLen); n > 0 {
-			s.Tried = make([]uint64, n)
-		}
-		d.Push("Tried")
-		for j := range s.Tried {
-			d.At(j)
-			s.Tried[j] = d.Uvarint("")
-		}
-		d.Pop()
+		s.Tried = layercodec.List(d, "Tried", minUvarintLen, func(d *layercodec.Decoder, v *uint64) { *v = d.Uvarint("") })
 		s.Had = d.Bool("Had")
-	}
-	d.Pop()
+	})
 }

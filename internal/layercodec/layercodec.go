@@ -335,18 +335,24 @@ func (d *Decoder) String(field string) string { return string(d.raw(field)) }
 
 // Strings reads a list of strings, or nil if it is empty; an element's errors name it field[i].
 func (d *Decoder) Strings(field string) []string {
-	n := d.Count(field, 1)
+	return List(d, field, 1, func(d *Decoder, s *string) { *s = d.String("") })
+}
+
+// List reads a list: its count (elements of at least minLen bytes, see Count), then each element
+// with decode, whose errors name it field[i]. An empty list is nil.
+func List[T any](d *Decoder, field string, minLen int, decode func(d *Decoder, e *T)) []T {
+	n := d.Count(field, minLen)
 	if n == 0 {
 		return nil
 	}
-	ss := make([]string, n)
+	list := make([]T, n)
 	d.Push(field)
-	for i := range ss {
+	for i := range list {
 		d.At(i)
-		ss[i] = d.String("")
+		decode(d, &list[i])
 	}
 	d.Pop()
-	return ss
+	return list
 }
 
 // Fill reads len(dst) bytes into dst (a fixed-size field such as a token, named what in the

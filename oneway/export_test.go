@@ -51,6 +51,19 @@ func (m *movingServer) dial(cfg Config) (client, server *Session) {
 	return c, s
 }
 
+// dialOwned is dial for a test that moves the one client's server: when the test ends, the
+// client is aborted, the listeners closed, and the client's goroutines awaited.
+func (m *movingServer) dialOwned(cfg Config) (client, server *Session) {
+	m.t.Helper()
+	c, s := m.dial(cfg)
+	m.t.Cleanup(func() {
+		c.Abort()
+		m.close()
+		waitSessions(m.t, c)
+	})
+	return c, s
+}
+
 // move pauses and exports the listener, imports its state on a new port and points the clients
 // there; the new listener is still paused. It returns the sessions the application had accepted.
 func (m *movingServer) move(cfg Config) map[uint64]*Session {
@@ -268,12 +281,7 @@ func TestExportTwice(t *testing.T) {
 	ctx := testCtx(t)
 	cfg := Config{}
 	m := newMovingServer(t, cfg)
-	c, s := m.dial(cfg)
-	defer func() {
-		c.Abort()
-		m.close()
-		waitSessions(t, c)
-	}()
+	c, s := m.dialOwned(cfg)
 	tk, err := s.Send(ctx, []byte("one"), AckProcessed)
 	if err != nil {
 		t.Fatal(err)
@@ -347,12 +355,7 @@ func TestImportRefusesBadState(t *testing.T) {
 	ctx := testCtx(t)
 	cfg := Config{}
 	m := newMovingServer(t, cfg)
-	c, s := m.dial(cfg)
-	defer func() {
-		c.Abort()
-		m.close()
-		waitSessions(t, c)
-	}()
+	c, s := m.dialOwned(cfg)
 	if _, err := s.Send(ctx, []byte("one"), AckProcessed); err != nil {
 		t.Fatal(err)
 	}
@@ -428,12 +431,7 @@ func TestPauseWaitsForHandlers(t *testing.T) {
 	ctx := testCtx(t)
 	cfg := Config{}
 	m := newMovingServer(t, cfg)
-	c, s := m.dial(cfg)
-	defer func() {
-		c.Abort()
-		m.close()
-		waitSessions(t, c)
-	}()
+	c, s := m.dialOwned(cfg)
 	entered, release := make(chan string, 4), make(chan struct{})
 	handled := make(chan string, 4)
 	handler := func(_ context.Context, d *Delivery) error {
